@@ -1,0 +1,137 @@
+"""Content-hash compile cache: each Stan program is compiled at most once per toolchain and flags.
+
+Key = sha256(program text, toolchain id, compiler options). The executable lives in
+``<cache>/models/<key>/`` and is reused by every process that shares the cache (HPC job arrays).
+Concurrent compiles of the same program are serialised by a per-key lock; the compile happens in a
+private temporary directory that is renamed into place only when complete, so a reader never sees
+a half-written executable and a killed compile leaves nothing that looks valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ScribeError, UserInputError
+from .locking import file_lock
+from .toolchain import cache_dir, toolchain_id, use_toolchain
+
+log = logging.getLogger(__name__)
+
+# One set of C++ options for every model: our driver is always built threaded (reduce_sum and
+# parallel chains need it), so STAN_THREADS is part of the key only to keep real-CmdStan builds honest.
+CPP_OPTIONS = {"STAN_THREADS": "true"}
+
+
+@dataclass
+class CompiledModel:
+    model: "object"  # cmdstanpy.CmdStanModel
+    key: str
+    cached: bool
+    seconds: float
+
+
+def models_dir() -> Path:
+    return cache_dir() / "models"
+
+
+def program_key(program: str, cpp_options: dict | None = None) -> str:
+    opts = json.dumps(cpp_options or CPP_OPTIONS, sort_keys=True)
+    h = hashlib.sha256()
+    for part in (toolchain_id(), opts, program):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def check_program(program: str) -> None:
+    """Run stanc on a program without compiling C++: raises UserInputError with stanc's message."""
+    tc = use_toolchain()
+    with tempfile.TemporaryDirectory(prefix="scribe-stanc-") as tmp:
+        src = Path(tmp) / "check.stan"
+        src.write_text(program)
+        res = subprocess.run(
+            [str(tc / "bin" / "stanc"), "--o", str(Path(tmp) / "check.hpp"), str(src)],
+            capture_output=True, text=True,
+        )
+    if res.returncode != 0:
+        msg = (res.stderr or res.stdout).strip()
+        raise UserInputError(f"stanc rejected the Stan program: {msg}")
+
+
+def compile_program(program: str, name: str = "model", cpp_options: dict | None = None) -> CompiledModel:
+    """Return a compiled CmdStanModel for ``program``, compiling only on a cache miss."""
+    import cmdstanpy
+
+    use_toolchain()
+    key = program_key(program, cpp_options)
+    final = models_dir() / key
+    t0 = time.monotonic()
+    hit = _load(final, name)
+    if hit is not None:
+        log.info("compiled model found in cache (%s): no compile", key)
+        return CompiledModel(hit, key, True, time.monotonic() - t0)
+    models_dir().mkdir(parents=True, exist_ok=True)
+    with file_lock(models_dir() / f"{key}.lock"):
+        hit = _load(final, name)  # another process may have finished while we waited for the lock
+        if hit is not None:
+            log.info("compiled model found in cache (%s) after waiting for another compile", key)
+            return CompiledModel(hit, key, True, time.monotonic() - t0)
+        log.info("compiling Stan program %s (once per program; ~10-20 s)", key)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=models_dir()))
+        try:
+            stan_file = tmp / f"{name}.stan"
+            stan_file.write_text(program)
+            try:
+                cmdstanpy.CmdStanModel(stan_file=str(stan_file), cpp_options=cpp_options or CPP_OPTIONS)
+            except (ValueError, RuntimeError) as exc:
+                raise ScribeError(f"compiling the Stan program failed: {_first_error(str(exc))}") from exc
+            (tmp / ".complete").write_text(json.dumps({"name": name, "toolchain": toolchain_id()}) + "\n")
+            if final.exists():  # a stale, incomplete entry (no .complete): replace it
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    model = _load(final, name)
+    assert model is not None
+    return CompiledModel(model, key, False, time.monotonic() - t0)
+
+
+def _load(path: Path, name: str):
+    import cmdstanpy
+
+    marker = path / ".complete"
+    if not marker.is_file():
+        return None
+    stored = json.loads(marker.read_text())["name"]
+    return cmdstanpy.CmdStanModel(stan_file=str(path / f"{stored}.stan"), exe_file=str(path / stored))
+
+
+def _first_error(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if "error" in ln.lower() or "Semantic" in ln or "Syntax" in ln:
+            return " ".join(lines[i:i + 4])
+    return " ".join(lines[-4:])
+
+
+def count_cached_models() -> int:
+    d = models_dir()
+    if not d.is_dir():
+        return 0
+    return sum(1 for p in d.iterdir() if (p / ".complete").is_file())
+
+
+def check_user_program(path: Path) -> str:
+    if not path.is_file():
+        raise UserInputError(f"Stan file {path} does not exist; pass an existing .stan file to --stan-file")
+    return path.read_text()

@@ -1,0 +1,71 @@
+"""Convergence verdicts computed by ArviZ from an InferenceData."""
+
+from __future__ import annotations
+
+import math
+
+import arviz as az
+import numpy as np
+
+# Thresholds follow current practice (Vehtari et al. 2021 for R-hat / ESS; Betancourt for E-BFMI;
+# Vehtari et al. 2024 for Pareto k, whose sample-size-dependent bound is min(1 - 1/log10(S), 0.7)).
+RHAT_MAX = 1.01
+ESS_MIN_PER_CHAIN = 100
+EBFMI_MIN = 0.3
+
+
+def _extreme(ds, fn) -> float:
+    values = [float(fn(ds[v].values)) for v in ds.data_vars if ds[v].size]
+    values = [v for v in values if not math.isnan(v)]
+    return fn(np.array(values)) if values else float("nan")
+
+
+def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None = None) -> dict:
+    post = idata.posterior
+    out: dict = {}
+    if method == "nuts":
+        n_chains = post.sizes["chain"]
+        out["max_rhat"] = _extreme(az.rhat(post), np.nanmax)
+        out["min_ess_bulk"] = _extreme(az.ess(post, method="bulk"), np.nanmin)
+        out["min_ess_tail"] = _extreme(az.ess(post, method="tail"), np.nanmin)
+        stats = idata.sample_stats
+        out["divergences"] = int(stats["diverging"].values.sum())
+        if max_treedepth is not None and "tree_depth" in stats:
+            out["treedepth_hits"] = int((stats["tree_depth"].values >= max_treedepth).sum())
+        bfmi = az.bfmi(idata)
+        out["min_ebfmi"] = float(np.min(bfmi))
+        problems = []
+        if not out["max_rhat"] <= RHAT_MAX:
+            problems.append(f"max R-hat {out['max_rhat']:.3f} > {RHAT_MAX}")
+        if not out["min_ess_bulk"] >= ESS_MIN_PER_CHAIN * n_chains:
+            problems.append(f"min bulk ESS {out['min_ess_bulk']:.0f} < {ESS_MIN_PER_CHAIN * n_chains}")
+        if not out["min_ess_tail"] >= ESS_MIN_PER_CHAIN * n_chains:
+            problems.append(f"min tail ESS {out['min_ess_tail']:.0f} < {ESS_MIN_PER_CHAIN * n_chains}")
+        if out["divergences"]:
+            problems.append(f"{out['divergences']} divergent transitions")
+        if out.get("treedepth_hits"):
+            problems.append(f"{out['treedepth_hits']} transitions hit max tree depth")
+        if out["min_ebfmi"] < EBFMI_MIN:
+            problems.append(f"E-BFMI {out['min_ebfmi']:.2f} < {EBFMI_MIN}")
+    else:
+        khat, n = pareto_k(idata)
+        out["pareto_k"] = khat
+        bound = min(1 - 1 / math.log10(n), 0.7) if n > 10 else 0.7
+        out["pareto_k_threshold"] = bound
+        problems = [] if khat <= bound else [
+            f"Pareto k {khat:.2f} > {bound:.2f}: the approximation is unreliable; use --method nuts"
+        ]
+    out["ok"] = not problems
+    out["problems"] = problems
+    return out
+
+
+def pareto_k(idata: az.InferenceData) -> tuple[float, int]:
+    """PSIS Pareto k of the importance ratios target / approximation over the approximate draws."""
+    stats = idata.sample_stats
+    log_w = (stats["lp"].values - stats["lp_approx"].values).ravel()
+    log_w = log_w[np.isfinite(log_w)]
+    if log_w.size < 10:
+        return float("nan"), int(log_w.size)
+    _, khat = az.psislw(log_w - log_w.max())
+    return float(khat), int(log_w.size)

@@ -1,0 +1,190 @@
+"""Locate or build the Stan toolchain that cmdstanpy drives.
+
+CmdStan cannot be downloaded here, but PyPI's httpstan wheel carries stanc and every Stan header.
+We download that wheel (download only: its Python part needs 3.12 and we do not use it), unpack the
+compiler, headers and libtbb into a versioned directory in the cache, copy our own driver sources
+(``stan/driver``) beside them and build there a directory that looks like CmdStan to cmdstanpy:
+a ``makefile`` with ``CMDSTAN_VERSION``, ``bin/stanc``, ``bin/stansummary`` and a prebuilt driver
+object that each model links against.
+
+If the environment variable ``CMDSTAN`` names a real CmdStan installation, that one is used as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from .errors import ToolchainError
+from .locking import file_lock
+
+log = logging.getLogger(__name__)
+
+HTTPSTAN_VERSION = "4.17.0"
+STAN_VERSION = "2.39.0"
+_WHEEL_PLATFORM = "manylinux2014_x86_64"
+_WHEEL_PYTHON = "3.12"
+
+# What the driver build needs out of the wheel; the rest (httpstan's Python server) is left behind.
+_WHEEL_MEMBERS = ("httpstan/stanc", "httpstan/include/", "httpstan/lib/libtbb")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DRIVER_SRC = REPO_ROOT / "stan" / "driver"
+
+
+def cache_dir() -> Path:
+    """The user cache: ``$SCRIBE_CACHE_DIR``, else ``$XDG_CACHE_HOME/scribe-cli``, else ``~/.cache/scribe-cli``."""
+    env = os.environ.get("SCRIBE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return (Path(xdg) / "scribe-cli").resolve()
+
+
+def driver_digest() -> str:
+    """Hash of our driver sources: a change to the driver makes a new toolchain directory."""
+    h = hashlib.sha256()
+    for path in sorted(DRIVER_SRC.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(DRIVER_SRC)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def toolchain_id() -> str:
+    """Identifies the compiler, headers and driver: part of every compiled model's cache key."""
+    real = os.environ.get("CMDSTAN")
+    if real:
+        return f"cmdstan:{Path(real).resolve()}"
+    return f"httpstan-{HTTPSTAN_VERSION}-stan-{STAN_VERSION}-driver-{driver_digest()}"
+
+
+def embedded_dir() -> Path:
+    return cache_dir() / "toolchain" / toolchain_id()
+
+
+def _is_complete(path: Path) -> bool:
+    return (path / ".complete").is_file()
+
+
+def ensure_toolchain(build: bool = True) -> Path:
+    """Return a CmdStan-compatible directory, building the embedded one if needed.
+
+    Builds are serialised with a lock in the cache: the driver object alone takes ~3 GB of RAM to
+    compile, and two processes building at once would also race on the same directory.
+    """
+    real = os.environ.get("CMDSTAN")
+    if real:
+        path = Path(real).expanduser().resolve()
+        if not (path / "makefile").is_file():
+            raise ToolchainError(
+                f"CMDSTAN={real} is not a CmdStan directory (no makefile); unset CMDSTAN to use the embedded toolchain"
+            )
+        return path
+    target = embedded_dir()
+    if _is_complete(target):
+        return target
+    if not build:
+        raise ToolchainError("the Stan toolchain is not built yet; run `make toolchain` or `scribe doctor --build`")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(target.parent / ".build.lock"):
+        if _is_complete(target):  # another process finished it while we waited
+            return target
+        _build(target)
+    return target
+
+
+def _download_wheel(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    pattern = f"httpstan-{HTTPSTAN_VERSION}-*{_WHEEL_PLATFORM.split('_', 1)[0]}*.whl"
+    found = sorted(dest.glob(pattern))
+    if found:
+        return found[0]
+    _say(f"downloading httpstan=={HTTPSTAN_VERSION} (stanc and Stan headers, ~35 MB) from the package index")
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--python-version", _WHEEL_PYTHON, "--platform", _WHEEL_PLATFORM,
+        f"httpstan=={HTTPSTAN_VERSION}", "-d", str(dest),
+    ]
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found = sorted(dest.glob(pattern))
+    if res.returncode != 0 or not found:
+        raise ToolchainError(f"could not download httpstan=={HTTPSTAN_VERSION} with pip: {res.stdout.strip().splitlines()[-1:]}")
+    return found[0]
+
+
+def _extract(wheel: Path, target: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if not name.startswith(_WHEEL_MEMBERS) or name.endswith("/"):
+                continue
+            rel = Path(name).relative_to("httpstan")
+            out = target / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    # zipfile drops permission bits; stanc must be executable.
+    (target / "stanc").chmod(0o755)
+
+
+def _build(target: Path) -> None:
+    if target.exists():  # a build that died half way: start again
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    t0 = time.monotonic()
+    wheel = _download_wheel(cache_dir() / "downloads")
+    _say(f"building the Stan toolchain in {target} (once; about 2-3 minutes on 2 cores)")
+    _extract(wheel, target)
+    for item in DRIVER_SRC.iterdir():
+        if item.name == "__pycache__":
+            continue
+        dst = target / item.name
+        if item.is_dir():
+            shutil.copytree(item, dst)
+        else:
+            shutil.copy2(item, dst)
+    jobs = str(min(2, os.cpu_count() or 1))
+    res = subprocess.run(
+        ["make", "-j", jobs, "build", f"PYTHON={sys.executable}"],
+        cwd=target, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    if res.returncode != 0:
+        tail = "\n".join(res.stdout.strip().splitlines()[-30:])
+        raise ToolchainError(f"building the Stan driver failed (make build in {target}):\n{tail}")
+    (target / ".complete").write_text(toolchain_id() + "\n")
+    _say(f"Stan toolchain ready in {time.monotonic() - t0:.0f} s")
+
+
+def _say(msg: str) -> None:
+    print(f"scribe: {msg}", file=sys.stderr, flush=True)
+
+
+def stanc_version(path: Path) -> str:
+    res = subprocess.run([str(path / "bin" / "stanc"), "--version"], capture_output=True, text=True)
+    return res.stdout.strip() or res.stderr.strip()
+
+
+def use_toolchain(build: bool = True) -> Path:
+    """Point cmdstanpy at our toolchain (quietly) and return its path."""
+    import cmdstanpy
+
+    path = ensure_toolchain(build=build)
+    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
+    cmdstanpy.set_cmdstan_path(str(path))
+    return path
+
+
+if __name__ == "__main__":  # `python -m scribe_cli.toolchain`: what `make toolchain` runs
+    try:
+        print(use_toolchain())
+    except ToolchainError as exc:
+        print(f"scribe: error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,162 @@
+// scribe-cli's CmdStan-compatible driver: shared declarations.
+//
+// The driver is compiled once against the abstract stan::model::model_base
+// interface; every model executable links these objects with its own
+// stanc-generated translation unit (which defines new_model()).
+#ifndef SCRIBE_DRIVER_HPP
+#define SCRIBE_DRIVER_HPP
+
+#include <stan/callbacks/interrupt.hpp>
+#include <stan/callbacks/logger.hpp>
+#include <stan/callbacks/writer.hpp>
+#include <stan/io/var_context.hpp>
+#include <stan/model/model_base.hpp>
+
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace scribe_driver {
+
+// ---------------------------------------------------------------------------
+// Argument tree (CmdStan grammar: nested `key=value` and bare group names)
+// ---------------------------------------------------------------------------
+struct Arg {
+  enum Kind { GROUP, LIST, VALUE };
+  Kind kind = GROUP;
+  std::string name;
+  std::string type;   // VALUE: int, uint, double, bool, string
+  std::string value;  // VALUE: current value (default until set)
+  bool user_set = false;
+  std::vector<Arg> kids;  // GROUP: sub-arguments; LIST: the options (groups)
+  int sel = -1;           // LIST: selected option
+  std::string help;
+
+  Arg* kid(const std::string& n);
+  const Arg* kid(const std::string& n) const;
+  Arg& selected() { return kids.at(sel); }
+  const Arg& selected() const { return kids.at(sel); }
+};
+
+Arg make_tree();
+
+// Raised for malformed or unknown command-line arguments (exit code 64).
+struct usage_error : public std::runtime_error {
+  explicit usage_error(const std::string& m) : std::runtime_error(m) {}
+};
+
+// Parses argv[1..] into the tree. Throws usage_error.
+void parse_args(Arg& root, const std::vector<std::string>& tokens);
+
+// Lookup by dotted path, e.g. "method.sample.adapt.delta"; a LIST segment is
+// followed by the name of one of its options.
+const Arg& lookup(const Arg& root, const std::string& path);
+Arg& lookup(Arg& root, const std::string& path);
+
+// Prints the configuration as CmdStan does (one line per argument).
+void print_config(const Arg& root, std::vector<std::string>& lines);
+void print_help(const Arg& root, std::ostream& o);
+
+// ---------------------------------------------------------------------------
+// Thread-safe console logger: info/debug/warn to stdout, error/fatal to stderr
+// ---------------------------------------------------------------------------
+class console_logger : public stan::callbacks::logger {
+ public:
+  void debug(const std::string& m) override { out(std::cout, m); }
+  void debug(const std::stringstream& m) override { out(std::cout, m.str()); }
+  void info(const std::string& m) override { out(std::cout, m); }
+  void info(const std::stringstream& m) override { out(std::cout, m.str()); }
+  void warn(const std::string& m) override { out(std::cout, m); }
+  void warn(const std::stringstream& m) override { out(std::cout, m.str()); }
+  void error(const std::string& m) override { out(std::cerr, m); }
+  void error(const std::stringstream& m) override { out(std::cerr, m.str()); }
+  void fatal(const std::string& m) override { out(std::cerr, m); }
+  void fatal(const std::stringstream& m) override { out(std::cerr, m.str()); }
+
+ private:
+  std::mutex mtx_;
+  void out(std::ostream& o, const std::string& m) {
+    std::lock_guard<std::mutex> lock(mtx_);
+    std::cout.flush();
+    o << m << std::endl;
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Run context shared by all methods
+// ---------------------------------------------------------------------------
+using var_ctx_ptr = std::shared_ptr<stan::io::var_context>;
+
+struct Context {
+  Arg* root = nullptr;
+  stan::model::model_base* model = nullptr;
+  console_logger logger;
+  stan::callbacks::interrupt interrupt;
+
+  std::string method;
+  unsigned int seed = 0;
+  unsigned int id = 1;
+  std::string init;          // file name, or "" when init is a radius
+  double init_radius = 2.0;
+  std::string data_file;
+  std::string output_file;
+  std::string diagnostic_file;
+  std::string profile_file;
+  int refresh = 100;
+  int sig_figs = -1;
+  bool save_cmdstan_config = false;
+  int num_threads = 1;
+
+  std::vector<std::string> config_lines;  // without the "# " prefix
+
+  double get_d(const std::string& p) const;
+  int get_i(const std::string& p) const;
+  bool get_b(const std::string& p) const;
+  std::string get_s(const std::string& p) const;
+  std::string get_list(const std::string& p) const;  // selected option
+};
+
+// Helpers implemented in util.cpp
+std::string numbered_file(const std::string& base, unsigned int n);  // a.csv -> a_n.csv
+std::string suffixed_file(const std::string& base, const std::string& extra,
+                          const std::string& ext);  // a.csv -> a<extra><ext>
+std::unique_ptr<std::ofstream> open_csv(const Context& c, const std::string& path);
+void write_config_header(const Context& c, std::ostream& o);
+var_ctx_ptr load_var_context(const std::string& path);  // "" -> empty
+var_ctx_ptr init_context(const Context& c, unsigned int chain_id, int num_chains);
+bool file_exists(const std::string& path);
+
+// A Stan CSV read back (draws of a previous fit, a mode file, ...)
+struct csv_table {
+  std::vector<std::string> header;
+  std::vector<std::vector<double>> rows;
+};
+csv_table read_stan_csv(const std::string& path);
+// Select the columns of `names` (in that order); throws if one is missing.
+Eigen::MatrixXd select_columns(const csv_table& t, const std::vector<std::string>& names);
+
+// Methods
+int run_sample(Context& c);
+int run_optimize(Context& c);
+int run_laplace(Context& c);
+int run_pathfinder(Context& c);
+int run_variational(Context& c);
+int run_generate_quantities(Context& c);
+int run_log_prob(Context& c);
+int run_diagnose(Context& c);
+
+void write_profiles(const Context& c);
+
+}  // namespace scribe_driver
+
+// Defined by the stanc-generated model translation unit.
+stan::model::model_base& new_model(stan::io::var_context& data_context,
+                                   unsigned int seed, std::ostream* msg_stream);
+stan::math::profile_map& get_stan_profile_data();
+
+#endif
