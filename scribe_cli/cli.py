@@ -16,9 +16,11 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import MODELS, PARAMETERIZATIONS, ModelConfig, parse_prior_override, validate
+from .cli_options import model_config_from_options, model_options
+from .config import ModelConfig
 from .errors import DiagnosticsFailed, ScribeError, UserInputError
 from .fit import METHODS, RunOptions
+from .atomic import atomic_write
 from .toolchain import STAN_VERSION
 
 log = logging.getLogger("scribe_cli")
@@ -72,35 +74,18 @@ def main() -> None:
     """
 
 
-def model_options(f):
-    """Options that define the Stan program; shared by `render` and `run`."""
-    opts = [
-        click.option("--model", type=click.Choice(MODELS), default="nbdm", show_default=True,
-                     help="Count model: nbdm, zinb (zero-inflated), nbvcp / zinbvcp (variable capture per cell)."),
-        click.option("--parameterization", type=click.Choice(PARAMETERIZATIONS), default="canonical", show_default=True,
-                     help="Which NB coordinates are sampled: canonical (r, p), mean-prob (mu, p), mean-odds (mu, phi), mean-disp (mu, r)."),
-        click.option("--prior", "priors", multiple=True, metavar="NAME=dist(a,b)",
-                     help="Override a base prior's numbers, e.g. r=lognormal(1,0.5). Repeatable."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
-def _model_config(model: str, parameterization: str, priors: tuple[str, ...]) -> ModelConfig:
-    overrides = tuple(parse_prior_override(p) for p in priors)
-    return validate(ModelConfig(model=model, parameterization=parameterization, priors=overrides))
+_model_config = model_config_from_options
 
 
 @main.command()
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the program here instead of stdout.")
-def render(model, parameterization, priors, output):
+def render(output, **model_kw):
     """Print the Stan program of a configuration (nothing is compiled or run)."""
     from .render import render as render_program
 
     try:
-        text = render_program(_model_config(model, parameterization, priors))
+        text = render_program(_model_config(**model_kw))
         if output:
             from .idata import check_output_path
 
@@ -112,64 +97,249 @@ def render(model, parameterization, priors, output):
         _fail(exc)
 
 
+# Options of `run` that are not part of the model configuration (the rest go to _model_config).
+_RUN_KEYS = ("input_file", "output", "overwrite", "layer", "stan_file", "method", "chains", "parallel_chains",
+             "threads_per_chain", "warmup", "draws", "seed", "init", "adapt_delta", "max_treedepth", "strict", "quiet",
+             "verbose", "genes", "min_cells", "top_genes", "min_counts", "output_format", "float32")
+
+
+def _load_config_file(ctx, _param, value):
+    """--config FILE: TOML whose keys are `run`'s option names; options given on the command line win."""
+    if value is None:
+        return None
+    import tomllib
+
+    try:
+        with open(value, "rb") as fh:
+            table = tomllib.load(fh)
+    except FileNotFoundError:
+        raise click.BadParameter(f"{value} does not exist; pass an existing TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"{value} is not valid TOML ({exc}); fix the file") from None
+    known = {p.name for p in ctx.command.params} - {"config", "print_config"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise click.BadParameter(f"unknown key(s) {', '.join(unknown)} in {value}; use option names such as model, chains, seed")
+    for key, val in table.items():
+        if isinstance(val, list):
+            table[key] = tuple(val)
+    ctx.default_map = {**(ctx.default_map or {}), **table}
+    return value
+
+
 @main.command()
-@click.argument("input_file", metavar="DATA.h5ad", type=click.Path(path_type=Path))
+@click.argument("input_file", metavar="DATA", required=False, type=click.Path(path_type=Path))
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_load_config_file,
+              help="TOML file with any of these options (keys = option names with underscores); the command line overrides it.")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration as TOML and exit without running.")
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Posterior NetCDF path [default: beside the input, <input>.<model>.<method>.nc].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--layer", help="AnnData layer with the raw counts [default: X].")
+@click.option("--genes", type=click.Path(path_type=Path), help="Keep only the genes listed in this file (one name per line).")
+@click.option("--min-cells", type=int, default=0, show_default=True, help="Keep genes detected in at least N cells.")
+@click.option("--top-genes", type=int, help="Keep the N genes with the most UMIs (after the other filters).")
+@click.option("--min-counts", type=int, default=0, show_default=True, help="Keep cells with at least N UMIs.")
 @click.option("--stan-file", type=click.Path(path_type=Path), help="Run this (edited) Stan program instead of rendering one; same data.")
 @click.option("--method", type=click.Choice(METHODS), default="nuts", show_default=True,
-              help="nuts (MCMC, default), pathfinder or advi (fast approximations; check Pareto k). "
-                   "Full-rank ADVI diverges beyond a few hundred parameters: prefer pathfinder.")
+              help="nuts (MCMC, default); pathfinder, advi, advi-fullrank, laplace (approximations: check Pareto k); "
+                   "optimize (posterior mode only). Full-rank ADVI diverges beyond a few hundred parameters: prefer pathfinder.")
 @click.option("--chains", type=int, default=4, show_default=True, help="MCMC chains (pathfinder: number of paths).")
 @click.option("--parallel-chains", type=int, help="Chains run at once [default: all].")
+@click.option("--threads-per-chain", type=int, default=1, show_default=True, help="Threads per chain for reduce_sum likelihoods.")
 @click.option("--warmup", type=int, default=1000, show_default=True, help="NUTS warmup iterations per chain.")
-@click.option("--draws", type=int, default=1000, show_default=True, help="Draws per chain (approximate draws for pathfinder/ADVI).")
-@click.option("--seed", type=int, help="Random seed [default: random, recorded in the output].")
+@click.option("--draws", type=int, default=1000, show_default=True, help="Draws per chain (approximate draws for pathfinder/ADVI/laplace).")
+@click.option("--seed", type=int, help="Random seed [default: random, recorded in the output and in --print-config].")
+@click.option("--init", type=click.Choice(["random", "pathfinder"]), default="random", show_default=True,
+              help="NUTS starting points: Stan's random inits, or draws of a pathfinder run (one path per chain).")
 @click.option("--adapt-delta", type=float, default=0.8, show_default=True, help="NUTS target acceptance rate.")
 @click.option("--max-treedepth", type=int, default=10, show_default=True, help="NUTS maximum tree depth.")
+@click.option("--float32", is_flag=True, help="Store cell-level arrays as float32 (halves large outputs).")
+@click.option("--format", "output_format", type=click.Choice(["json", "table"]), default="json", show_default=True,
+              help="Stdout: one JSON object, or a human-readable table.")
 @click.option("--strict", is_flag=True, help="Exit 3 when convergence diagnostics fail.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs, including cmdstanpy's command lines.")
-def run(input_file, model, parameterization, priors, output, overwrite, layer, stan_file, method, chains,
-        parallel_chains, warmup, draws, seed, adapt_delta, max_treedepth, strict, quiet, verbose):
-    """Fit a count model to DATA.h5ad and write the posterior as ArviZ NetCDF.
+def run(print_config, **kw):
+    """Fit a count model to DATA and write the posterior as ArviZ NetCDF.
 
-    Prints one JSON object on stdout: output path, method, seed, wall times per stage and
-    convergence diagnostics. Progress and logs go to stderr.
+    DATA is an AnnData .h5ad (X or --layer), a 10x Genomics matrix directory or a 10x .h5 file,
+    with raw UMI counts. Prints one JSON object on stdout: output path, method, seed, wall times per
+    stage and convergence diagnostics. Progress and logs go to stderr.
     """
-    _setup_logging(quiet, verbose)
-    from .cache import check_user_program
-    from .data import read_counts
-    from .pipeline import run as run_pipeline
-
+    run_kw = {k: kw.pop(k) for k in _RUN_KEYS}
+    model_kw = kw
+    _setup_logging(run_kw["quiet"], run_kw["verbose"])
+    interrupted = _watch_sigint()
     try:
-        config = _model_config(model, parameterization, priors)
-        opts = RunOptions(
-            method=method, chains=chains, parallel_chains=parallel_chains, warmup=warmup, draws=draws,
-            seed=seed if seed is not None else random.SystemRandom().randrange(2**31),
-            adapt_delta=adapt_delta, max_treedepth=max_treedepth, show_progress=not quiet,
-        ).validate()
-        program = check_user_program(stan_file) if stan_file else None
-        if output is None:
-            output = input_file.with_name(f"{input_file.stem}.{model}.{method}.nc")
-        counts = read_counts(input_file, layer=layer)
-        log.info("read %d cells x %d genes (%d non-zero) from %s", counts.n_cells, counts.n_genes, counts.X.nnz, input_file)
-        result = run_pipeline(counts, config, opts, output, overwrite=overwrite, program=program,
-                              command_line=shlex.join(["scribe"] + sys.argv[1:]))
-    except ScribeError as exc:
+        if run_kw["seed"] is None:
+            run_kw["seed"] = random.SystemRandom().randrange(2**31)
+        config = _model_config(**model_kw)
+        if print_config:
+            click.echo(_config_toml({**run_kw, **model_kw}), nl=False)
+            return
+        result = _run(config, **run_kw)
+    except (ScribeError, KeyboardInterrupt) as exc:
+        # Ctrl-C reaches the Stan processes too; cmdstanpy may then report their death as a failed run
+        # rather than re-raise the interrupt, so the flag decides.
+        if interrupted or isinstance(exc, KeyboardInterrupt):
+            click.echo("scribe: interrupted; no output written", err=True)
+            sys.exit(130)
         _fail(exc)
-    except KeyboardInterrupt:
-        click.echo("scribe: interrupted; no output written", err=True)
-        sys.exit(130)
-    click.echo(json.dumps(result.summary()))
+    _print_result(result.summary(), run_kw["output_format"])
     diag = result.diagnostics
     for problem in diag.get("problems", []):
         log.warning("diagnostics: %s", problem)
-    if strict and not diag.get("ok", True):
+    if run_kw["strict"] and not diag.get("ok", True):
         _fail(DiagnosticsFailed("convergence diagnostics failed: " + "; ".join(diag["problems"])))
+
+
+def _watch_sigint() -> list:
+    """Record SIGINT (then behave as Python does: raise KeyboardInterrupt). Returns the flag list."""
+    import signal
+
+    seen: list = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    return seen
+
+
+def _run(config: ModelConfig, *, input_file, output, overwrite, layer, stan_file, method, chains, parallel_chains,
+         threads_per_chain, warmup, draws, seed, init, adapt_delta, max_treedepth, strict, quiet, verbose, genes,
+         min_cells, top_genes, min_counts, output_format, float32):
+    from .cache import check_user_program
+    from .data import read_counts, select
+    from .idata import check_output_path
+    from .pipeline import run as run_pipeline
+
+    if input_file is None:
+        raise UserInputError("no input data; pass DATA (an .h5ad, a 10x directory or a 10x .h5) or set input_file in --config")
+    opts = RunOptions(
+        method=method, chains=chains, parallel_chains=parallel_chains, threads_per_chain=threads_per_chain,
+        warmup=warmup, draws=draws, seed=seed, init=init, adapt_delta=adapt_delta, max_treedepth=max_treedepth,
+        show_progress=not quiet,
+    ).validate()
+    program = check_user_program(stan_file) if stan_file else None
+    if output is None:
+        output = input_file.with_name(f"{input_file.name.removesuffix('.h5ad').removesuffix('.h5')}.{config.model}.{method}.nc")
+    check_output_path(output, overwrite)  # before reading data: fail in a second, not after a minute
+    counts = read_counts(input_file, layer=layer)
+    counts = select(counts, genes_file=genes, min_cells=min_cells, top_genes=top_genes, min_counts=min_counts)
+    log.info("data: %d cells x %d genes (%d non-zero) from %s", counts.n_cells, counts.n_genes, counts.X.nnz, input_file)
+    return run_pipeline(counts, config, opts, output, overwrite=overwrite, program=program, float32=float32,
+                        command_line=shlex.join(["scribe"] + sys.argv[1:]))
+
+
+def _config_toml(values: dict) -> str:
+    import tomli_w
+
+    clean = {}
+    for k, v in values.items():
+        if v is None or k in ("quiet", "verbose"):
+            continue
+        clean[k] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+    return tomli_w.dumps(clean)
+
+
+def _print_result(summary: dict, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(summary))
+        return
+    rows = [("output", summary["output"]), ("method", summary["method"]), ("seed", summary["seed"]),
+            ("compiled model", "cached" if summary["cached_model"] else "compiled")]
+    rows += [(f"time {k} (s)", v) for k, v in summary["timings"].items()]
+    rows += [(k, v) for k, v in summary["diagnostics"].items() if k not in ("problems",)]
+    width = max(len(str(k)) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{str(k).ljust(width)}  {v:.4g}" if isinstance(v, float) else f"{str(k).ljust(width)}  {v}")
+
+
+@main.command()
+@click.argument("posterior", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "tsv", "json"]), default="text", show_default=True,
+              help="text for people, tsv (parameter table only) or json for programs.")
+@click.option("--var", "var_names", multiple=True, help="Variables to tabulate (repeatable) [default: all].")
+def summary(posterior, fmt, var_names):
+    """Parameter table, convergence verdict and configuration of a posterior written by `scribe run`."""
+    from .reports.summary import load_posterior, summarize
+
+    try:
+        report = summarize(load_posterior(posterior), list(var_names) or None)
+    except ScribeError as exc:
+        _fail(exc)
+    table = report.pop("parameters")
+    if fmt == "tsv":
+        click.echo(table.to_csv(sep="\t", index_label="parameter"), nl=False)
+    elif fmt == "json":
+        report["parameters"] = json.loads(table.to_json(orient="index"))
+        click.echo(json.dumps(report, default=str))
+    else:
+        diag = report["diagnostics"]
+        verdict = "ok" if diag["ok"] else "PROBLEMS: " + "; ".join(diag["problems"])
+        click.echo(f"method {report['method']}, seed {report['seed']}, dims {report['dims']}")
+        click.echo(f"diagnostics: {verdict}")
+        click.echo(", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                             for k, v in diag.items() if k not in ("ok", "problems")))
+        with _pd_display():
+            click.echo(table.to_string())
+
+
+def _pd_display():
+    import pandas as pd
+
+    return pd.option_context("display.max_rows", 60, "display.width", 160)
+
+
+@main.command()
+@click.argument("posterior", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--layer", help="AnnData layer with the raw counts [default: the layer the fit used].")
+@click.option("-o", "--output-prefix", type=click.Path(path_type=Path),
+              help="Write PREFIX.png and PREFIX.tsv [default: beside the posterior, <posterior>.ppc].")
+@click.option("--draws", "n_draws", type=int, default=100, show_default=True, help="Posterior draws to replicate the data from.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the replicates.")
+def ppc(posterior, data, layer, output_prefix, n_draws, seed):
+    """Posterior predictive checks per gene: mean, variance and fraction of zeros, observed vs replicated.
+
+    Writes a figure (PNG) and a per-gene table (TSV); prints a JSON object with the paths and the fraction
+    of genes whose observed statistic lies inside the 90% predictive interval.
+    """
+    from .data import read_counts, select
+    from .reports import ppc as ppc_mod
+    from .reports.summary import load_posterior, run_attrs
+
+    try:
+        idata = load_posterior(posterior)
+        attrs = run_attrs(idata)
+        if layer is None and attrs.get("input_layer", "X") != "X":
+            layer = attrs["input_layer"]
+        counts = read_counts(data, layer=layer)
+        sel = attrs.get("selection") or {}
+        counts = select(counts, genes_file=sel.get("genes_file"), min_cells=sel.get("min_cells", 0),
+                        top_genes=sel.get("top_genes"), min_counts=sel.get("min_counts", 0))
+        genes = [str(g) for g in idata.posterior.coords["gene"].values] if "gene" in idata.posterior.coords else None
+        if genes is not None and genes != counts.genes:
+            raise UserInputError("the data's genes differ from the posterior's; pass the data file the fit used")
+        if n_draws < 1:
+            raise UserInputError("--draws must be at least 1")
+        prefix = output_prefix or posterior.with_suffix(".ppc")
+        png, tsv = Path(f"{prefix}.png"), Path(f"{prefix}.tsv")
+        from .idata import check_output_path
+
+        check_output_path(png, overwrite=True)
+        rep = ppc_mod.replicate_stats(idata.posterior, counts, n_draws=n_draws, seed=seed)
+        table = ppc_mod.ppc_table(ppc_mod.observed_stats(counts), rep)
+        atomic_write(tsv, lambda p: table.to_csv(p, sep="\t", index_label="gene"))
+        atomic_write(png, lambda p: ppc_mod.plot(table, p, title=f"{posterior.name}: posterior predictive checks ({attrs.get('method', '')})"))
+    except ScribeError as exc:
+        _fail(exc)
+    click.echo(json.dumps({"figure": str(png), "table": str(tsv), "draws": int(min(n_draws, idata.posterior.sizes['chain'] * idata.posterior.sizes['draw'])),
+                           "coverage_90": ppc_mod.coverage(table)}))
 
 
 @main.command()

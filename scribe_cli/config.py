@@ -15,11 +15,11 @@ from .errors import UserInputError
 MODELS = ("nbdm", "zinb", "nbvcp", "zinbvcp")
 PARAMETERIZATIONS = ("canonical", "mean-prob", "mean-odds", "mean-disp")
 PRIOR_FAMILIES = ("none", "gaussian", "horseshoe", "neg")
+PRIOR_TARGETS = ("prob", "expression", "gate", "overdispersion")
 
-# What the renderer can build today; the rest of the spec's matrix comes with the model issue.
-IMPLEMENTED = {("nbdm", "canonical")}
-
-# Base priors: name -> (distribution, default parameters). Overridable with --prior NAME=dist(a,b).
+# Base priors: name -> (distribution, default parameters). Overridable with --prior NAME=dist(a,b); the
+# numbers reach Stan as data, so an override does not recompile the program.
+# Constrained mode (default): a distribution on the parameter's natural domain (models.md).
 BASE_PRIORS = {
     "p": ("beta", (1.0, 1.0)),
     "r": ("lognormal", (0.0, 1.0)),
@@ -29,6 +29,20 @@ BASE_PRIORS = {
     "capture": ("beta", (1.0, 1.0)),
     "capture_odds": ("betaprime", (1.0, 1.0)),
 }
+# --unconstrained: a Normal on the link scale (logit for probabilities, softplus^-1 for positives).
+BASE_PRIORS_UNCONSTRAINED = {
+    "p": ("normal", (0.0, 1.0)),
+    "r": ("normal", (0.0, 1.0)),
+    "mu": ("normal", (0.0, 1.0)),
+    "phi": ("normal", (0.0, 1.0)),
+    "gate": ("normal", (-2.0, 1.0)),
+    "capture": ("normal", (0.0, 1.0)),
+    "capture_odds": ("normal", (0.0, 1.0)),
+}
+
+
+# Options that reach the program as data only: changing them never recompiles.
+DATA_ONLY_FIELDS = ("horseshoe_tau0", "slab_df", "slab_scale", "neg_u", "neg_a", "neg_tau")
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class ModelConfig:
     neg_u: float = 1.0
     neg_a: float = 1.0
     neg_tau: float = 1.0
+    assignments: bool = False  # per-cell component probabilities (C x K) in generated quantities
     priors: tuple = field(default_factory=tuple)  # ((name, dist, (a, b)), ...) overrides
 
     @property
@@ -62,24 +77,63 @@ class ModelConfig:
     def samples_p(self) -> bool:
         return self.parameterization in ("canonical", "mean-prob")
 
+    @property
+    def mixture(self) -> bool:
+        return self.components >= 2
+
+    @property
+    def gene_specific_p(self) -> bool:
+        """p varies by gene: sampled per gene under a prob prior, or implied by mean-disp's (mu_g, r_g)."""
+        return self.prob_prior != "none" or self.parameterization == "mean-disp"
+
+    def hierarchical(self) -> dict[str, str]:
+        """target -> family for every hierarchical prior in use."""
+        return {t: getattr(self, f"{t}_prior") for t in PRIOR_TARGETS if getattr(self, f"{t}_prior") != "none"}
+
+    def used_priors(self) -> list[str]:
+        """The base priors this configuration samples from (names of BASE_PRIORS)."""
+        sampled = {
+            "canonical": ["r", "p"],
+            "mean-prob": ["mu", "p"],
+            "mean-odds": ["mu", "phi"],
+            "mean-disp": ["mu", "r"],
+        }[self.parameterization]
+        if self.prob_prior != "none":
+            sampled.remove("p")  # p_g comes from its hierarchy, which has its own centre and scale
+        if self.zero_inflated and self.gate_prior == "none":
+            sampled.append("gate")
+        if self.variable_capture:
+            sampled.append("capture_odds" if self.parameterization == "mean-odds" else "capture")
+        return sampled
+
     def base_prior(self, name: str) -> tuple[str, tuple[float, float]]:
         for n, dist, params in self.priors:
             if n == name:
                 return dist, params
-        return BASE_PRIORS[name]
+        return (BASE_PRIORS_UNCONSTRAINED if self.unconstrained else BASE_PRIORS)[name]
 
-    def describe(self) -> str:
-        """One line naming every non-default choice, for headers and logs."""
+    def describe(self, program_only: bool = False) -> str:
+        """One line naming every non-default choice, for headers and logs.
+
+        ``program_only`` leaves out what reaches Stan as data (K, hyperparameters, base prior numbers): the
+        header of a rendered program names only what shapes its text, so changing those does not recompile.
+        """
         parts = [f"--model {self.model}", f"--parameterization {self.parameterization}"]
         for f in dataclasses.fields(self):
             if f.name in ("model", "parameterization", "priors"):
                 continue
+            if program_only and f.name in DATA_ONLY_FIELDS:
+                continue
             value = getattr(self, f.name)
             if value != f.default:
                 flag = "--" + f.name.replace("_", "-")
-                parts.append(flag if value is True else f"{flag} {value}")
-        for n, dist, (a, b) in self.priors:
-            parts.append(f"--prior {n}={dist}({a:g},{b:g})")
+                if program_only and f.name == "components":
+                    parts.append(f"{flag} K (K >= 2)")
+                else:
+                    parts.append(flag if value is True else f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+        if not program_only:
+            for n, dist, (a, b) in self.priors:
+                parts.append(f"--prior {n}={dist}({a:g},{b:g})")
         return " ".join(parts)
 
     def to_dict(self) -> dict:
@@ -88,23 +142,55 @@ class ModelConfig:
         return d
 
 
-# (rule, applies(config) -> bool meaning "violated", fix). Checked in order; the first violated rule is reported.
+def _unused_override(c: ModelConfig) -> str | None:
+    used = c.used_priors()
+    for name, _, _ in c.priors:
+        if name not in used:
+            return name
+    return None
+
+
+def _wrong_family_override(c: ModelConfig) -> str | None:
+    table = BASE_PRIORS_UNCONSTRAINED if c.unconstrained else BASE_PRIORS
+    for name, dist, _ in c.priors:
+        if name in table and dist != table[name][0]:
+            return f"{name}={dist}"
+    return None
+
+
+# (rule, violated(config) -> bool, fix). Checked in order; the first violated rule is reported, in one line:
+# "invalid configuration: <rule>; <fix>". Everything not refused here renders and passes stanc
+# (tests/test_render_matrix.py enumerates the whole valid matrix).
 RULES = [
-    ("--components must be at least 1", lambda c: c.components < 1, "use --components 1 (no mixture) or K >= 2"),
-    ("--expression-prior needs a mixture", lambda c: c.expression_prior != "none" and c.components < 2,
+    ("--components must be at least 1", lambda c: c.components < 1,
+     "use --components 1 (no mixture) or K >= 2"),
+    ("--expression-prior needs a mixture (it pools each gene's expression across components)",
+     lambda c: c.expression_prior != "none" and c.components < 2,
      "add --components K with K >= 2, or drop --expression-prior"),
+    ("--assignments needs a mixture", lambda c: c.assignments and c.components < 2,
+     "add --components K with K >= 2, or drop --assignments"),
     ("--prob-prior needs a parameterization that samples p", lambda c: c.prob_prior != "none" and not c.samples_p,
      "use --parameterization canonical or mean-prob, or drop --prob-prior"),
     ("--gate-prior needs a zero-inflated model", lambda c: c.gate_prior != "none" and not c.zero_inflated,
      "use --model zinb or zinbvcp, or drop --gate-prior"),
     ("--overdispersion-prior needs --bnb", lambda c: c.overdispersion_prior != "none" and not c.bnb,
      "add --bnb, or drop --overdispersion-prior"),
+    ("--bnb needs a shrinkage prior on its excess dispersion omega",
+     lambda c: c.bnb and c.overdispersion_prior == "none",
+     "use --overdispersion-prior horseshoe (the default with --bnb) or neg"),
     ("--overdispersion-prior is horseshoe or neg", lambda c: c.overdispersion_prior == "gaussian",
      "use --overdispersion-prior horseshoe (default with --bnb) or neg"),
     ("horseshoe hyperparameters must be positive", lambda c: min(c.horseshoe_tau0, c.slab_df, c.slab_scale) <= 0,
      "pass positive --horseshoe-tau0, --slab-df and --slab-scale"),
     ("NEG hyperparameters must be positive", lambda c: min(c.neg_u, c.neg_a, c.neg_tau) <= 0,
      "pass positive --neg-u, --neg-a and --neg-tau"),
+    ("a --prior override must have the family of its mode (constrained: beta/lognormal/betaprime; --unconstrained: normal)",
+     lambda c: _wrong_family_override(c) is not None,
+     "write the override with the family `scribe render --help` lists for this mode, e.g. r=normal(0,1) with --unconstrained"),
+    ("--prior names a parameter this configuration does not sample",
+     lambda c: _unused_override(c) is not None,
+     "drop that --prior (a hierarchical prior replaces the base prior of its target; capture priors need nbvcp/zinbvcp, "
+     "phi and capture_odds need mean-odds)"),
 ]
 
 
@@ -112,37 +198,47 @@ def validate(config: ModelConfig) -> ModelConfig:
     for name, allowed in (("model", MODELS), ("parameterization", PARAMETERIZATIONS)):
         if getattr(config, name) not in allowed:
             raise UserInputError(f"unknown --{name} '{getattr(config, name)}'; use one of {', '.join(allowed)}")
-    for name in ("prob_prior", "expression_prior", "gate_prior", "overdispersion_prior"):
-        if getattr(config, name) not in PRIOR_FAMILIES:
-            raise UserInputError(f"unknown --{name.replace('_', '-')} '{getattr(config, name)}'; use one of {', '.join(PRIOR_FAMILIES)}")
+    for t in PRIOR_TARGETS:
+        value = getattr(config, f"{t}_prior")
+        if value not in PRIOR_FAMILIES:
+            raise UserInputError(f"unknown --{t}-prior '{value}'; use one of {', '.join(PRIOR_FAMILIES)}")
     for rule, violated, fix in RULES:
         if violated(config):
-            raise UserInputError(f"invalid configuration: {rule}; {fix}")
-    supported = (config.model, config.parameterization) in IMPLEMENTED and config.components == 1 and not config.bnb \
-        and not config.unconstrained and all(
-            getattr(config, n) == "none" for n in ("prob_prior", "expression_prior", "gate_prior", "overdispersion_prior"))
-    if not supported:
-        raise UserInputError(
-            f"this configuration ({config.describe()}) is valid but not implemented yet in this version; "
-            "use --model nbdm --parameterization canonical"
-        )
+            detail = ""
+            if "does not sample" in rule:
+                detail = f" ({_unused_override(config)})"
+            elif "family of its mode" in rule:
+                detail = f" ({_wrong_family_override(config)})"
+            raise UserInputError(f"invalid configuration: {rule}{detail}; {fix}")
     return config
 
 
 _PRIOR_RE = re.compile(r"^\s*(\w+)\s*=\s*(\w+)\s*\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)\s*$")
 
 
-def parse_prior_override(text: str) -> tuple[str, str, tuple[float, float]]:
-    """Parse ``NAME=dist(a,b)``: the distribution family of a base prior is fixed, only its numbers change."""
+def parse_prior_override(text: str, unconstrained: bool = False) -> tuple[str, str, tuple[float, float]]:
+    """Parse ``NAME=dist(a,b)``: the distribution family of a base prior is fixed, only its numbers change.
+
+    In constrained mode the families are those of BASE_PRIORS; with ``--unconstrained`` every base prior is
+    a normal on the link scale.
+    """
     m = _PRIOR_RE.match(text)
     if not m:
         raise UserInputError(f"cannot parse --prior '{text}'; write it as NAME=dist(a,b), e.g. r=lognormal(1,0.5)")
-    name, dist, a, b = m.group(1), m.group(2).lower(), float(m.group(3)), float(m.group(4))
-    if name not in BASE_PRIORS:
-        raise UserInputError(f"unknown prior '{name}' in --prior; use one of {', '.join(BASE_PRIORS)}")
-    expected = BASE_PRIORS[name][0]
+    name, dist = m.group(1), m.group(2).lower()
+    try:
+        a, b = float(m.group(3)), float(m.group(4))
+    except ValueError:
+        raise UserInputError(f"cannot parse the numbers in --prior '{text}'; write them as decimals, e.g. r=lognormal(1,0.5)") from None
+    table = BASE_PRIORS_UNCONSTRAINED if unconstrained else BASE_PRIORS
+    if name not in table:
+        raise UserInputError(f"unknown prior '{name}' in --prior; use one of {', '.join(table)}")
+    expected = table[name][0]
     if dist != expected:
-        raise UserInputError(f"--prior {name} must be a {expected}(a,b) prior, not {dist}; change only its two numbers")
-    if dist != "lognormal" and (a <= 0 or b <= 0) or dist == "lognormal" and b <= 0:
-        raise UserInputError(f"--prior {text}: parameters out of range; scales and shapes must be positive")
+        mode = "with --unconstrained" if unconstrained else "in constrained mode"
+        raise UserInputError(f"--prior {name} must be a {expected}(a,b) prior {mode}, not {dist}; change only its two numbers")
+    location_first = dist in ("lognormal", "normal")
+    if (location_first and b <= 0) or (not location_first and (a <= 0 or b <= 0)) or not all(
+            map(lambda x: x == x and abs(x) != float("inf"), (a, b))):
+        raise UserInputError(f"--prior {text}: parameters out of range; scales and shapes must be positive and finite")
     return name, dist, (a, b)

@@ -47,41 +47,140 @@ def file_sha256(path: Path) -> str:
 
 
 def read_counts(path: str | Path, layer: str | None = None) -> Counts:
-    """Read an .h5ad file's X (or ``layer``) as validated integer counts."""
-    import anndata
-
+    """Read validated integer counts from an .h5ad file (X or ``layer``), a 10x matrix directory or a 10x .h5."""
     path = Path(path)
     if not path.exists():
         raise UserInputError(f"input file {path} does not exist; check the path")
     if path.is_dir():
-        raise UserInputError(f"input {path} is a directory; pass an .h5ad file")
+        reader = _read_10x_mtx
+    elif path.suffix == ".h5" and not path.name.endswith(".h5ad"):
+        reader = _read_10x_h5
+    else:
+        reader = _read_h5ad
+    if layer is not None and reader is not _read_h5ad:
+        raise UserInputError(f"--layer applies to .h5ad input only; {path} is a 10x matrix: drop --layer")
+    matrix, genes, cells, obs, where = reader(path, layer)
+    X = validate_counts(matrix, where)
+    if len(genes) != X.shape[1] or len(cells) != X.shape[0]:
+        raise UserInputError(f"{path}: {len(cells)} cell names and {len(genes)} gene names for a {X.shape[0]} x {X.shape[1]} matrix; the files do not belong together")
+    return Counts(
+        X=X,
+        genes=genes,
+        cells=cells,
+        obs=obs,
+        source=path.resolve(),
+        layer=layer,
+        sha256=file_sha256(path) if path.is_file() else _dir_sha256(path),
+    )
+
+
+def _read_h5ad(path: Path, layer: str | None):
+    import anndata
+
     try:
         adata = anndata.read_h5ad(path)
     except Exception as exc:  # anndata raises many types for a non-HDF5 / non-AnnData file
         raise UserInputError(
-            f"{path} is not a readable .h5ad file ({type(exc).__name__}); pass an AnnData .h5ad file"
+            f"{path} is not a readable .h5ad file ({type(exc).__name__}); pass an AnnData .h5ad file, "
+            "a 10x matrix directory or a 10x .h5 file"
         ) from None
     if layer is None:
-        matrix = adata.X
-        where = "X"
+        matrix, where = adata.X, "X"
     else:
         if layer not in adata.layers:
             known = ", ".join(adata.layers.keys()) or "none"
             raise UserInputError(f"layer '{layer}' not found in {path} (layers: {known}); pass one of them to --layer or omit it for X")
-        matrix = adata.layers[layer]
-        where = f"layer '{layer}'"
+        matrix, where = adata.layers[layer], f"layer '{layer}'"
     if matrix is None:
         raise UserInputError(f"{path} has no X matrix; pass --layer with the layer that holds the raw counts")
-    X = validate_counts(matrix, where)
-    return Counts(
-        X=X,
-        genes=[str(g) for g in adata.var_names],
-        cells=[str(c) for c in adata.obs_names],
-        obs=adata.obs.copy(),
-        source=path.resolve(),
-        layer=layer,
-        sha256=file_sha256(path),
-    )
+    return matrix, [str(g) for g in adata.var_names], [str(c) for c in adata.obs_names], adata.obs.copy(), where
+
+
+def _open_maybe_gz(path: Path):
+    import gzip
+
+    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
+
+
+def _first_existing(folder: Path, names: tuple[str, ...]) -> Path | None:
+    for name in names:
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _read_10x_mtx(path: Path, _layer):
+    """A Cell Ranger matrix directory: matrix.mtx, features.tsv (v3) or genes.tsv (v2), barcodes.tsv.
+
+    Read with scipy.io.mmread rather than scanpy: scanpy would bring a large dependency tree for
+    three small text files.
+    """
+    from scipy.io import mmread
+
+    mtx = _first_existing(path, ("matrix.mtx",))
+    feats = _first_existing(path, ("features.tsv", "genes.tsv"))
+    barcodes = _first_existing(path, ("barcodes.tsv",))
+    if mtx is None or feats is None or barcodes is None:
+        raise UserInputError(
+            f"{path} is not a 10x matrix directory (needs matrix.mtx, features.tsv or genes.tsv, barcodes.tsv, "
+            "optionally .gz); pass such a directory, an .h5ad or a 10x .h5 file"
+        )
+    try:
+        with _open_maybe_gz(mtx) as fh:
+            matrix = sp.csr_matrix(mmread(fh)).T  # 10x stores genes x cells
+        with _open_maybe_gz(feats) as fh:
+            rows = [ln.rstrip("\n").split("\t") for ln in fh if ln.strip()]
+        with _open_maybe_gz(barcodes) as fh:
+            cells = [ln.strip() for ln in fh if ln.strip()]
+    except (ValueError, OSError) as exc:
+        raise UserInputError(f"cannot read the 10x matrix in {path}: {exc}; check the files") from None
+    genes = _unique([r[1] if len(r) > 1 else r[0] for r in rows])
+    return sp.csr_matrix(matrix), genes, cells, pd.DataFrame(index=cells), "matrix.mtx"
+
+
+def _read_10x_h5(path: Path, _layer):
+    """A Cell Ranger .h5 (v3 `matrix/features`, or v2 with one genome group), read with h5py."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["matrix"] if "matrix" in f else f[next(iter(f.keys()))]
+            data, indices, indptr = group["data"][:], group["indices"][:], group["indptr"][:]
+            n_genes, n_cells = (int(x) for x in group["shape"][:])
+            cells = [b.decode() for b in group["barcodes"][:]]
+            if "features" in group:
+                names = group["features"]["name"][:]
+            else:
+                names = group["gene_names"][:]
+            genes = _unique([n.decode() for n in names])
+    except (OSError, KeyError, StopIteration) as exc:
+        raise UserInputError(f"{path} is not a 10x Genomics .h5 matrix ({type(exc).__name__}); pass a Cell Ranger .h5, an .h5ad or a 10x directory") from None
+    # 10x stores CSC over genes x cells, i.e. CSR over cells x genes.
+    matrix = sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes))
+    return matrix, genes, cells, pd.DataFrame(index=cells), "matrix"
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Make gene names unique as anndata's var_names_make_unique does (NAME, NAME-1, ...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        if n in seen:
+            seen[n] += 1
+            out.append(f"{n}-{seen[n]}")
+        else:
+            seen[n] = 0
+            out.append(n)
+    return out
+
+
+def _dir_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.iterdir() if p.is_file()):
+        h.update(f.name.encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
 
 
 def validate_counts(matrix, where: str = "X") -> sp.csr_matrix:
@@ -156,3 +255,62 @@ def gene_count_pairs(X: sp.csr_matrix) -> GeneCountPairs:
         gene_nnz=gene_nnz,
         n_cells=X.shape[0],
     )
+
+
+def select(counts: Counts, genes_file: Path | None = None, min_cells: int = 0, top_genes: int | None = None,
+           min_counts: int = 0) -> Counts:
+    """Cell and gene selection, recorded in ``counts.selection`` (and from there in the output attrs).
+
+    Order: cells with at least ``min_counts`` UMIs; then genes from ``genes_file``; genes seen in at least
+    ``min_cells`` of the kept cells; the ``top_genes`` genes with the most UMIs. Column/row slicing of the
+    CSR matrix keeps it sparse.
+    """
+    X, genes, cells, obs = counts.X, list(counts.genes), list(counts.cells), counts.obs
+    record: dict = {}
+    if min_counts < 0 or min_cells < 0 or (top_genes is not None and top_genes < 1):
+        raise UserInputError("--min-counts and --min-cells must be >= 0 and --top-genes >= 1")
+    if min_counts:
+        keep = np.flatnonzero(np.asarray(X.sum(axis=1)).ravel() >= min_counts)
+        X, cells, obs = X[keep], [cells[i] for i in keep], obs.iloc[keep]
+        record["min_counts"] = min_counts
+    if genes_file is not None:
+        wanted = _read_gene_list(genes_file)
+        index = {g: i for i, g in enumerate(genes)}
+        unknown = [g for g in wanted if g not in index]
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise UserInputError(f"--genes {genes_file}: {len(unknown)} gene(s) not in the data ({shown}); use names from var_names")
+        cols = np.array([index[g] for g in wanted])
+        X, genes = X[:, cols], list(wanted)
+        record["genes_file"] = str(Path(genes_file).resolve())
+    if min_cells:
+        cols = np.flatnonzero(np.diff(X.tocsc().indptr) >= min_cells)
+        X, genes = X[:, cols], [genes[i] for i in cols]
+        record["min_cells"] = min_cells
+    if top_genes is not None:
+        totals = np.asarray(X.sum(axis=0)).ravel()
+        cols = np.sort(np.argsort(-totals, kind="stable")[:top_genes])
+        X, genes = X[:, cols], [genes[i] for i in cols]
+        record["top_genes"] = top_genes
+    if not record:
+        return counts
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise UserInputError(f"the selection left {X.shape[0]} cells x {X.shape[1]} genes; relax --min-counts/--min-cells/--top-genes")
+    X = sp.csr_matrix(X)
+    if X.nnz == 0:
+        raise UserInputError("the selection left only zeros; relax --min-counts/--min-cells/--top-genes")
+    record.update(n_cells=X.shape[0], n_genes=X.shape[1], cells_in=counts.n_cells, genes_in=counts.n_genes)
+    return Counts(X=X, genes=genes, cells=cells, obs=obs, source=counts.source, layer=counts.layer,
+                  sha256=counts.sha256, selection=record)
+
+
+def _read_gene_list(path: Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"gene list {path} does not exist; pass a text file with one gene name per line")
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if not names:
+        raise UserInputError(f"gene list {path} is empty; put one gene name per line")
+    if len(set(names)) != len(names):
+        raise UserInputError(f"gene list {path} repeats gene names; list each gene once")
+    return names

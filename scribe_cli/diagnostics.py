@@ -47,6 +47,9 @@ def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None 
             problems.append(f"{out['treedepth_hits']} transitions hit max tree depth")
         if out["min_ebfmi"] < EBFMI_MIN:
             problems.append(f"E-BFMI {out['min_ebfmi']:.2f} < {EBFMI_MIN}")
+    elif method == "optimize":
+        problems = []
+        out["note"] = "posterior mode (point estimate): no uncertainty and no convergence diagnostics"
     else:
         khat, n = pareto_k(idata)
         out["pareto_k"] = khat

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .errors import UserInputError
 
-METHODS = ("nuts", "pathfinder", "advi", "advi-fullrank")
+INITS = ("random", "pathfinder")
+METHODS = ("nuts", "pathfinder", "advi", "advi-fullrank", "optimize", "laplace")
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class RunOptions:
     seed: int = 0
     adapt_delta: float = 0.8
     max_treedepth: int = 10
+    init: str = "random"
     show_progress: bool = True
 
     def validate(self) -> "RunOptions":
@@ -35,13 +37,23 @@ class RunOptions:
             raise UserInputError("--adapt-delta must be strictly between 0 and 1 (e.g. 0.8 or 0.95)")
         if self.max_treedepth < 1:
             raise UserInputError("--max-treedepth must be at least 1")
+        if self.init not in INITS:
+            raise UserInputError(f"unknown --init '{self.init}'; use one of {', '.join(INITS)}")
         if not 0 <= self.seed < 2**31:
             raise UserInputError("--seed must be between 0 and 2147483647")
         return self
 
 
 def _nuts(model, data, opts: RunOptions, output_dir: Path):
+    inits = None
+    if opts.init == "pathfinder":
+        # One pathfinder path per chain; each chain starts at a different approximate draw, so
+        # chains stay overdispersed enough for R-hat to mean something.
+        (output_dir / "init").mkdir(exist_ok=True)
+        pf = _pathfinder(model, data, opts, output_dir / "init")
+        inits = pf.create_inits(seed=opts.seed, chains=opts.chains)
     return model.sample(
+        inits=inits,
         data=data,
         chains=opts.chains,
         parallel_chains=opts.parallel_chains or opts.chains,
@@ -85,11 +97,27 @@ def _advi(algorithm: str):
     return run
 
 
+def _optimize(model, data, opts: RunOptions, output_dir: Path):
+    # The posterior mode on the constrained scale (jacobian=False): a MAP point estimate, no uncertainty.
+    return model.optimize(data=data, seed=opts.seed, algorithm="lbfgs", jacobian=False, iter=10000,
+                          output_dir=str(output_dir), show_console=False)
+
+
+def _laplace(model, data, opts: RunOptions, output_dir: Path):
+    # A normal approximation at the mode of the unconstrained posterior (jacobian=True), as Stan's laplace does.
+    mode = model.optimize(data=data, seed=opts.seed, algorithm="lbfgs", jacobian=True, iter=10000,
+                          output_dir=str(output_dir), show_console=False)
+    return model.laplace_sample(data=data, mode=mode, draws=opts.draws, seed=opts.seed, jacobian=True,
+                                output_dir=str(output_dir), show_console=False)
+
+
 RUNNERS = {
     "nuts": _nuts,
     "pathfinder": _pathfinder,
     "advi": _advi("meanfield"),
     "advi-fullrank": _advi("fullrank"),
+    "optimize": _optimize,
+    "laplace": _laplace,
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import arviz as az
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import UserInputError
 
 # The attribute every posterior file carries about the p convention (spec: decisions.md item 1).
@@ -19,29 +20,45 @@ P_CONVENTION = "NB(r, p): mean = r p / (1 - p), P(0) = (1 - p)^r (NumPyro conven
 _APPROX_STATS = {"lp__": "lp", "lp_approx__": "lp_approx", "log_p__": "lp", "log_g__": "lp_approx"}
 
 
-def to_inference_data(fit, method: str, dims: dict[str, list[str]], coords: dict[str, list]) -> az.InferenceData:
+def posterior_arrays(fit, method: str) -> dict[str, np.ndarray]:
+    """Every Stan variable as an array (chain, draw, ...)."""
+    # ADVI: stan_variables() defaults to the variational mean; we want the draws.
+    variables = fit.stan_variables(mean=False) if method.startswith("advi") else fit.stan_variables()
+    if method == "nuts":
+        n_chains = fit.chains
+        return {k: np.asarray(v).reshape(n_chains, -1, *np.shape(v)[1:]) for k, v in variables.items()}
+    if method == "optimize":  # one point: the mode
+        return {k: np.asarray(v)[None, None, ...] for k, v in variables.items()}
+    return {k: np.asarray(v)[None, ...] for k, v in variables.items()}
+
+
+def to_inference_data(fit, method: str, dims_of, coords: dict[str, list]) -> az.InferenceData:
+    """Build InferenceData; ``dims_of(arrays)`` names each variable's non-(chain, draw) axes."""
+    arrays = posterior_arrays(fit, method)
+    dims = dims_of(arrays)
     if method == "nuts":
         return az.from_cmdstanpy(posterior=fit, coords=coords, dims=dims)
-    # Pathfinder and ADVI return one set of approximate draws: stored as a single chain, with the
+    # Pathfinder, ADVI and Laplace return one set of approximate draws: stored as a single chain, with the
     # target and approximation log densities (the Pareto-k diagnostic needs both) as sample_stats.
-    variables = fit.stan_variables()
-    posterior = {name: np.asarray(v)[None, ...] for name, v in variables.items()}
     columns = list(fit.column_names)
-    draws = _draws_matrix(fit)
+    draws = _draws_matrix(fit, method)
     stats = {}
     for col, name in _APPROX_STATS.items():
-        if col in columns:
+        if col in columns and name not in stats:
             stats[name] = draws[:, columns.index(col)][None, :]
-    return az.from_dict(posterior=posterior, sample_stats=stats, coords=coords, dims=dims)
+    used = {d for ds in dims.values() for d in ds}
+    return az.from_dict(posterior=arrays, sample_stats=stats, coords={k: v for k, v in coords.items() if k in used}, dims=dims)
 
 
-def _draws_matrix(fit) -> np.ndarray:
-    draws = fit.draws()
+def _draws_matrix(fit, method: str) -> np.ndarray:
+    if method == "optimize":
+        return np.asarray(fit.optimized_params_np)[None, :]
+    if method.startswith("advi"):
+        return np.asarray(fit.variational_sample)  # row 0 of the CSV, the mean, is not a draw
+    draws = np.asarray(fit.draws())
     if draws.ndim == 3:  # (draws, chains, columns)
         draws = draws.reshape(-1, draws.shape[-1])
-    if hasattr(fit, "variational_sample"):  # ADVI: row 0 of the CSV is the mean, draws() omits it
-        draws = np.asarray(fit.variational_sample)
-    return np.asarray(draws)
+    return draws
 
 
 def attach_attrs(idata: az.InferenceData, attrs: dict) -> None:
@@ -59,17 +76,22 @@ def check_output_path(path: Path, overwrite: bool) -> None:
     parent = path.parent
     if not parent.is_dir():
         raise UserInputError(f"output directory {parent} does not exist; create it or choose another -o path")
-    if not os.access(parent, os.W_OK):
-        raise UserInputError(f"output directory {parent} is not writable; choose another -o path")
-
-
-def write_netcdf(idata: az.InferenceData, path: Path) -> None:
-    """Write to a temporary file beside the target, then rename: readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # Probe by creating a file: os.access says yes to root even on read-only mounts.
     try:
-        idata.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserInputError(f"output directory {parent} is not writable ({exc.strerror}); choose another -o path") from None
+
+
+def write_netcdf(idata: az.InferenceData, path: Path, float32: bool = False) -> None:
+    """Write (zlib-compressed) to a temporary file beside the target, then rename: readers never see a
+    partial file, and Ctrl-C leaves only the temporary file's removal to do."""
+    if float32:
+        for group in idata.groups():
+            ds = getattr(idata, group)
+            for name, da in list(ds.data_vars.items()):
+                if "cell" in da.dims and da.dtype == np.float64:
+                    ds[name] = da.astype(np.float32)
+    atomic_write(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))

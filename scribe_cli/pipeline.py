@@ -38,7 +38,7 @@ class RunResult:
 
 
 def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, overwrite: bool = False,
-        program: str | None = None, command_line: str = "") -> RunResult:
+        program: str | None = None, command_line: str = "", float32: bool = False) -> RunResult:
     check_output_path(output, overwrite)
     timings: dict[str, float] = {}
 
@@ -62,7 +62,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
 
         t = time.monotonic()
         coords = {"gene": counts.genes, "cell": counts.cells}
-        idata = to_inference_data(fit, opts.method, variable_dims(config, fit.stan_variables(), data), coords)
+        idata = to_inference_data(fit, opts.method, lambda arrays: variable_dims(config, arrays, data), coords)
         diagnostics = convergence(idata, opts.method, opts.max_treedepth)
         attach_attrs(idata, {
             "scribe_version": __version__,
@@ -82,7 +82,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
             "n_genes": counts.n_genes,
             "selection": counts.selection,
         })
-        write_netcdf(idata, output)
+        write_netcdf(idata, output, float32=float32)
         timings["write"] = time.monotonic() - t
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,7 +1,21 @@
-"""Configuration -> Stan program text (Jinja templates in ``stan/templates``), and the matching data dict."""
+"""Configuration -> Stan program text (Jinja templates in ``stan/templates``).
+
+A program is a list of Blocks; each block file defines one macro per Stan block it contributes to
+(``functions``, ``data``, ..., ``generated_quantities``), each taking one argument ``a``: the block's
+arguments. The order of the list is the order of declarations, so quantities are defined before use.
+
+Blocks, in program order:
+  likelihood (functions, data, transformed data)  likelihoods/<form>.stan.j2
+  base-prior parameters                           params/base.stan.j2, once per sampled quantity
+  hierarchical priors                             priors/<family>.stan.j2, once per target
+  derived quantities of the parameterization      params/<parameterization>.stan.j2
+  BNB concentration, mixing weights               params/bnb.stan.j2, params/mixture.stan.j2
+  likelihood (model statement, generated quantities)
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,8 +23,7 @@ import jinja2
 import numpy as np
 
 from . import __version__
-from .config import ModelConfig
-from .data import Counts, gene_count_pairs
+from .config import BASE_PRIORS, ModelConfig
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "stan" / "templates"
 
@@ -26,9 +39,25 @@ SECTIONS = [
 
 _TITLES = {
     "nbdm": "Negative binomial (NBDM) model of a cells x genes UMI matrix",
-    "zinb": "Zero-inflated negative binomial (ZINB) model",
+    "zinb": "Zero-inflated negative binomial (ZINB) model of a cells x genes UMI matrix",
     "nbvcp": "Negative binomial with variable capture per cell (NBVCP)",
     "zinbvcp": "Zero-inflated negative binomial with variable capture (ZINBVCP)",
+}
+
+_SAMPLED = {
+    "canonical": "r and p are sampled; mu = r p / (1 - p)",
+    "mean-prob": "mu and p are sampled; r = mu (1 - p) / p",
+    "mean-odds": "mu and the odds phi are sampled; p = 1 / (1 + phi), r = mu phi",
+    "mean-disp": "mu and r are sampled; p = mu / (mu + r), per gene",
+}
+
+# Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
+# population centre (None: expression has one centre per gene, with the base prior), the Gaussian s_raw prior.
+_TARGETS = {
+    "prob": ("p", "logit", (0, 1), (0, 0.5)),
+    "gate": ("gate", "logit", (-5, 1), (-2, 0.5)),
+    "overdispersion": ("omega", "log", (-5, 1), (-2, 0.5)),
+    "expression": (None, "log", None, (-2, 0.5)),
 }
 
 
@@ -46,6 +75,42 @@ class Block:
     skip: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Shapes and the likelihood form implied by a configuration."""
+
+    mix: bool
+    elt: str  # Stan type of a gene-level parameter: vector[G], or matrix[G, K] (genes x components)
+    p_scalar: bool  # one p for all genes (and components)
+    form: str  # pairs | pairs_mixture | capture_shared_p | capture_cells
+    obs: str  # nb | zinb | bnb | zibnb
+
+
+def likelihood_form(config: ModelConfig) -> str:
+    """Which likelihood template, i.e. which data the program needs and what it costs per gradient.
+
+    pairs / pairs_mixture: no cell-specific parameters, per-gene sufficient statistics.
+    capture_shared_p: variable capture with one shared p (NB only): p_hat depends on the cell alone.
+    capture_cells: every other variable-capture model; O(C G) zero terms, reduce_sum over cells.
+    """
+    if not config.variable_capture:
+        return "pairs_mixture" if config.mixture else "pairs"
+    if not config.zero_inflated and not config.bnb and not config.gene_specific_p:
+        return "capture_shared_p"
+    return "capture_cells"
+
+
+def plan(config: ModelConfig) -> Plan:
+    obs = ("zi" if config.zero_inflated else "") + ("bnb" if config.bnb else "nb")
+    return Plan(
+        mix=config.mixture,
+        elt="matrix[G, K]" if config.mixture else "vector[G]",
+        p_scalar=not config.gene_specific_p,
+        form=likelihood_form(config),
+        obs="zinb" if obs == "zinb" else obs,
+    )
+
+
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -56,84 +121,269 @@ def _env() -> jinja2.Environment:
     )
 
 
-def blocks_for(config: ModelConfig) -> list[Block]:
+def _bounded(shape: str, unit: bool) -> str:
+    """``vector[G]`` -> ``vector<lower=0, upper=1>[G]`` (unit) or ``vector<lower=0>[G]``."""
+    bounds = "<lower=0, upper=1>" if unit else "<lower=0>"
+    if shape == "real":
+        return "real" + bounds
+    kind, size = shape.split("[", 1)
+    return f"{kind}{bounds}[{size}"
+
+
+def _base_specs(config: ModelConfig, pl: Plan) -> list[dict]:
+    """The quantities sampled with a base prior, in declaration order."""
+    in_comp = " and component" if pl.mix else ""
+    docs = {
+        "r": f"NB size (dispersion) per gene{in_comp}",
+        "mu": f"mean expression per gene{in_comp}",
+        "r_pop": "population centre of each gene's r across components",
+        "mu_pop": "population centre of each gene's mean across components",
+        "p": "success probability, shared by all genes" + (" and components" if pl.mix else ""),
+        "phi": "odds (1 - p) / p, shared by all genes" + (" and components" if pl.mix else ""),
+        "gate": f"zero-inflation probability per gene{in_comp}",
+        "capture": "capture probability per cell",
+        "capture_odds": "capture odds per cell: capture = 1 / (1 + capture_odds)",
+    }
+    expression = "r" if config.parameterization == "canonical" else "mu"
+    other = {"canonical": ("p", "real"), "mean-prob": ("p", "real"), "mean-odds": ("phi", "real"),
+             "mean-disp": ("r", pl.elt)}[config.parameterization]
+    wanted: list[tuple[str, str, str]] = []  # (name, prior, shape)
+    if config.expression_prior != "none":
+        wanted.append((f"{expression}_pop", expression, "vector[G]"))
+    else:
+        wanted.append((expression, expression, pl.elt))
+    if not (other[0] == "p" and config.prob_prior != "none"):
+        wanted.append((other[0], other[0], other[1]))
+    if config.zero_inflated and config.gate_prior == "none":
+        wanted.append(("gate", "gate", pl.elt))
+    if config.variable_capture:
+        name = "capture_odds" if config.parameterization == "mean-odds" else "capture"
+        wanted.append((name, name, "vector[C]"))
+    specs = []
+    for i, (name, prior, shape) in enumerate(wanted):
+        unit = prior in ("p", "gate", "capture")
+        specs.append({
+            "name": name,
+            "prior": prior,
+            "doc": docs[name],
+            "shape": shape,
+            "decl": _bounded(shape, unit),
+            "is_matrix": shape.startswith("matrix"),
+            "unconstrained": config.unconstrained,
+            "link": "logit" if unit else "softplus",
+            "dist": {"beta": "beta", "lognormal": "lognormal", "betaprime": "beta_prime"}[BASE_PRIORS[prior][0]],
+            "first": i == 0,
+        })
+    return specs
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_data: bool) -> dict:
+    q, link, loc_prior, sigma_prior = _TARGETS[target]
+    T = target
+    if target == "expression":
+        q = "r" if config.parameterization == "canonical" else "mu"
+        elt, local = "matrix[G, K]", "vector[G]"  # local scales per gene, shared by the components
+        centre = f"rep_matrix(log({q}_pop), K)"
+    else:
+        elt = local = pl.elt
+        centre = f"{T}_loc"
+    scale = {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_tau * {T}_lambda_tilde", "neg": f"sqrt({T}_psi)"}[family]
+    if family == "gaussian":
+        scaled_z = f"{T}_sigma * {T}_z"
+    elif local != elt:
+        scaled_z = f"rep_matrix({scale}, K) .* {T}_z"
+    else:
+        scaled_z = f"{scale} .* {T}_z"
+    return {
+        "T": T,
+        "family": {"gaussian": "Gaussian", "horseshoe": "regularized horseshoe", "neg": "NEG"}[family],
+        "q": q,
+        "elt": elt,
+        "link": link,
+        "inv_link": "exp" if link == "log" else "inv_logit",
+        "centre": centre,
+        "scaled_z": scaled_z,
+        "loc_prior": tuple(map(_num, loc_prior)) if loc_prior else None,
+        "sigma_prior": tuple(map(_num, sigma_prior)),
+        "local": local,
+        "local_matrix": local.startswith("matrix"),
+        "local_unit": _bounded(local, True),
+        "local_pos": _bounded(local, False),
+        "declare_data": declare_data,
+    }
+
+
+def _likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool) -> dict:
+    if pl.p_scalar:
+        rep = "rep_matrix({}, G, K)" if pl.mix else "rep_vector({}, G)"
+        log_p, log1m_p = rep.format("log(p)"), rep.format("log1m(p)")
+    else:
+        log_p, log1m_p = "log(p)", "log1m(p)"
+    return {
+        "zi": config.zero_inflated,
+        "bnb": config.bnb,
+        "mix": pl.mix,
+        "pairs": pl.form in ("pairs", "pairs_mixture"),
+        "obs": pl.obs,
+        "log_p": log_p,
+        "log1m_p": log1m_p,
+        # mean-preserving alpha = (kappa - 1) m / r with m the NB mean (models.md, decisions.md item 2)
+        "alpha": "(kappa - 1) .* mu ./ r",
+        "assignments": config.assignments,
+        "check_loglik": check_loglik,
+    }
+
+
+def blocks_for(config: ModelConfig, check_loglik: bool = False) -> list[Block]:
     """The template blocks of a configuration, in program order."""
-    likelihood = "likelihoods/nb_pairs.stan.j2"
-    return [
-        Block(likelihood, skip=("model",)),
-        Block("params/canonical.stan.j2"),
-        Block(likelihood, {"log_p": "rep_vector(log(p), G)", "log1m_p": "rep_vector(log1m(p), G)"}, only=("model",)),
-    ]
+    pl = plan(config)
+    likelihood = f"likelihoods/{pl.form}.stan.j2"
+    lik_args = _likelihood_args(config, pl, check_loglik)
+    blocks = [Block(likelihood, lik_args, skip=("model", "generated_quantities"))]
+    blocks += [Block("params/base.stan.j2", spec) for spec in _base_specs(config, pl)]
+    declared: set[str] = set()
+    for target, family in config.hierarchical().items():
+        blocks.append(Block(f"priors/{family}.stan.j2", _hier_args(config, pl, target, family, family not in declared)))
+        declared.add(family)
+    derived = {"elt": pl.elt, "p_scalar": pl.p_scalar, "vcp": config.variable_capture}
+    blocks.append(Block(f"params/{config.parameterization.replace('-', '_')}.stan.j2", derived))
+    if config.bnb:
+        blocks.append(Block("params/bnb.stan.j2", derived))
+    if pl.mix:
+        blocks.append(Block("params/mixture.stan.j2", {}))
+    blocks.append(Block(likelihood, lik_args, only=("model", "generated_quantities")))
+    return blocks
 
 
-def render(config: ModelConfig) -> str:
+def _title(config: ModelConfig) -> str:
+    title = _TITLES[config.model]
+    if config.mixture:
+        title += ", a mixture of K components"
+    if config.bnb:
+        title += ", with beta-negative-binomial tails"
+    return title
+
+
+_COSTS = {
+    "pairs": "O(G + J) per gradient from per-gene sufficient statistics (J = distinct non-zero (gene, count) pairs)",
+    "pairs_mixture": "O(K (G + J + nnz)) per gradient: per-cell marginalisation from pair statistics",
+    "capture_shared_p": "O(C + G + J) per gradient (x K for mixtures, + nnz): p_hat depends on the cell only",
+    "capture_cells": "O(C G) per gradient (x K for mixtures), split across threads by reduce_sum "
+                     "(--threads-per-chain)",
+}
+
+
+def _notes(config: ModelConfig, pl: Plan) -> list[str]:
+    notes = [f"Parameterization {config.parameterization}: {_SAMPLED[config.parameterization]}."]
+    if config.unconstrained:
+        notes.append("Base priors (--unconstrained): normals on the link scale (logit / softplus), transformed.")
+    else:
+        notes.append("Base priors: on each parameter's natural domain (constrained mode).")
+    hier = config.hierarchical()
+    if hier:
+        notes.append("Hierarchical priors (non-centred, on the link scale): "
+                     + ", ".join(f"{t} ({f})" for t, f in hier.items()) + ".")
+    if pl.mix:
+        notes.append("Mixture: the component of each cell is marginalised; components are ordered by weight; "
+                     "gene-level parameters are per component, p and phi (when scalar) and capture are shared.")
+    notes.append(f"Likelihood cost: {_COSTS[pl.form]}.")
+    return notes
+
+
+def render(config: ModelConfig, *, check_loglik: bool = False) -> str:
+    """The Stan program of a (validated) configuration.
+
+    ``check_loglik`` adds a generated quantity ``log_lik`` holding the likelihood term of ``target`` (the
+    same expression the model block adds), which tests compare with a dense evaluation.
+    """
     env = _env()
-    blocks = []
-    for blk in blocks_for(config):
+    pl = plan(config)
+    parts: dict[str, list[str]] = {s: [] for s, _ in SECTIONS}
+    for blk in blocks_for(config, check_loglik):
         module = env.get_template(blk.template).module
-        members = {
-            s: getattr(module, s)
-            for s, _ in SECTIONS
-            if hasattr(module, s) and s not in blk.skip and (blk.only is None or s in blk.only)
-        }
-        blocks.append({"module": members, "args": blk.args})
+        for s, _ in SECTIONS:
+            if hasattr(module, s) and s not in blk.skip and (blk.only is None or s in blk.only):
+                text = str(getattr(module, s)(blk.args)).rstrip()
+                if text.strip():
+                    parts[s].append(text)
+    sections = [(header, _join(parts[s])) for s, header in SECTIONS if parts[s]]
     text = env.get_template("program.stan.j2").render(
-        title=_TITLES[config.model],
+        title=_title(config),
         version=__version__,
-        config_line=config.describe(),
-        sections=SECTIONS,
-        blocks=blocks,
+        config_line=config.describe(program_only=True),
+        notes=_notes(config, pl),
+        sections=sections,
     )
     return _tidy(text)
 
 
+def _join(parts: list[str]) -> str:
+    """One Stan block from its blocks' pieces: a piece that opens with a comment starts a new paragraph."""
+    out = ""
+    for text in parts:
+        text = text.strip("\n")
+        if out:
+            out += "\n\n" if text.lstrip().startswith("//") else "\n"
+        out += text
+    return out
+
+
+_COMMENT_COLUMN = 49
+_DECL_COMMENT = re.compile(r"^(\s+\S.*?;)\s+(//.*)$")
+
+
 def _tidy(text: str) -> str:
-    """Collapse the blank lines that template whitespace leaves between blocks."""
+    """Collapse the blank lines that template whitespace leaves, drop blank lines after an opening or
+    before a closing brace, and align trailing comments of statements at one column."""
     out: list[str] = []
     for line in text.splitlines():
-        if not line.strip() and out and not out[-1].strip():
+        line = line.rstrip()
+        m = _DECL_COMMENT.match(line)
+        if m:
+            code, comment = m.groups()
+            line = code.ljust(_COMMENT_COLUMN - 1) + " " + comment
+        if not line and out and (not out[-1] or out[-1].endswith("{")):
             continue
-        out.append(line.rstrip())
+        if line.strip() == "}" and out and not out[-1]:
+            out.pop()
+        out.append(line)
     return "\n".join(out).strip() + "\n"
 
 
-def stan_data(config: ModelConfig, counts: Counts) -> dict:
-    """The data dict for a rendered program (sufficient statistics, base prior numbers)."""
-    pairs = gene_count_pairs(counts.X)
-    data = {
-        "C": counts.n_cells,
-        "G": counts.n_genes,
-        "J": pairs.n_pairs,
-        "pair_gene": pairs.pair_gene.tolist(),
-        "pair_count": pairs.pair_count.tolist(),
-        "pair_weight": pairs.pair_weight.astype(float).tolist(),
-        "gene_total": pairs.gene_total.astype(float).tolist(),
-    }
-    for name in ("p", "r"):
-        data[f"prior_{name}"] = list(config.base_prior(name)[1])
-    return data
+def stan_data(config: ModelConfig, counts) -> dict:
+    """The data dict for a rendered program (see scribe_cli.standata)."""
+    from .standata import stan_data as _stan_data
+
+    return _stan_data(config, counts)
 
 
 def data_summary(data: dict) -> dict:
     return {k: (len(v) if isinstance(v, (list, np.ndarray)) else v) for k, v in data.items()}
 
 
-def variable_dims(config: ModelConfig, variables: dict, data: dict) -> dict[str, list[str]]:
-    """Named dims of each Stan variable, from the sizes the data fix (gene = G, cell = C).
+def variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, list[str]]:
+    """Named dims of each Stan variable, from the sizes the data fix (gene = G, cell = C, component = K).
 
-    Works for rendered programs and for edited ones (``--stan-file``) alike. When G == C the
-    axis is ambiguous; genes win, since every model here is indexed by gene first.
+    Works for rendered programs and for edited ones (``--stan-file``) alike. When sizes coincide the
+    axis is ambiguous; gene wins over cell over component (every model here is indexed by gene first,
+    and K is small), and each name is used once per variable.
     """
-    G, C = data["G"], data["C"]
+    sizes = [("gene", data["G"]), ("cell", data["C"])]
+    if "K" in data:
+        sizes.append(("component", data["K"]))
     dims: dict[str, list[str]] = {}
-    for name, value in variables.items():
-        shape = np.shape(value)[1:]  # drop the draw axis
-        names = []
+    for name, value in arrays.items():
+        shape = np.shape(value)[2:]  # drop the chain and draw axes
+        names: list[str] = []
         for i, size in enumerate(shape):
-            if size == G and "gene" not in names:
-                names.append("gene")
-            elif size == C and "cell" not in names:
-                names.append("cell")
+            for dim, n in sizes:
+                if size == n and dim not in names:
+                    names.append(dim)
+                    break
             else:
                 names.append(f"{name}_dim_{i}")
         if names:

@@ -6,6 +6,8 @@
 #ifndef SCRIBE_DRIVER_HPP
 #define SCRIBE_DRIVER_HPP
 
+#include "args.hpp"
+
 #include <stan/callbacks/interrupt.hpp>
 #include <stan/callbacks/logger.hpp>
 #include <stan/callbacks/writer.hpp>
@@ -22,45 +24,6 @@
 #include <vector>
 
 namespace scribe_driver {
-
-// ---------------------------------------------------------------------------
-// Argument tree (CmdStan grammar: nested `key=value` and bare group names)
-// ---------------------------------------------------------------------------
-struct Arg {
-  enum Kind { GROUP, LIST, VALUE };
-  Kind kind = GROUP;
-  std::string name;
-  std::string type;   // VALUE: int, uint, double, bool, string
-  std::string value;  // VALUE: current value (default until set)
-  bool user_set = false;
-  std::vector<Arg> kids;  // GROUP: sub-arguments; LIST: the options (groups)
-  int sel = -1;           // LIST: selected option
-  std::string help;
-
-  Arg* kid(const std::string& n);
-  const Arg* kid(const std::string& n) const;
-  Arg& selected() { return kids.at(sel); }
-  const Arg& selected() const { return kids.at(sel); }
-};
-
-Arg make_tree();
-
-// Raised for malformed or unknown command-line arguments (exit code 64).
-struct usage_error : public std::runtime_error {
-  explicit usage_error(const std::string& m) : std::runtime_error(m) {}
-};
-
-// Parses argv[1..] into the tree. Throws usage_error.
-void parse_args(Arg& root, const std::vector<std::string>& tokens);
-
-// Lookup by dotted path, e.g. "method.sample.adapt.delta"; a LIST segment is
-// followed by the name of one of its options.
-const Arg& lookup(const Arg& root, const std::string& path);
-Arg& lookup(Arg& root, const std::string& path);
-
-// Prints the configuration as CmdStan does (one line per argument).
-void print_config(const Arg& root, std::vector<std::string>& lines);
-void print_help(const Arg& root, std::ostream& o);
 
 // ---------------------------------------------------------------------------
 // Thread-safe console logger: info/debug/warn to stdout, error/fatal to stderr
@@ -126,7 +89,8 @@ std::string numbered_file(const std::string& base, unsigned int n);  // a.csv ->
 std::string suffixed_file(const std::string& base, const std::string& extra,
                           const std::string& ext);  // a.csv -> a<extra><ext>
 std::unique_ptr<std::ofstream> open_csv(const Context& c, const std::string& path);
-void write_config_header(const Context& c, std::ostream& o);
+// chain_id >= 0 replaces the value of the `id` line (one file per chain).
+void write_config_header(const Context& c, std::ostream& o, long chain_id = -1);
 var_ctx_ptr load_var_context(const std::string& path);  // "" -> empty
 var_ctx_ptr init_context(const Context& c, unsigned int chain_id, int num_chains);
 bool file_exists(const std::string& path);

@@ -1,0 +1,85 @@
+"""The click options that define a model (shared by `scribe render` and `scribe run`) and the
+ModelConfig they build. Option names match ModelConfig fields, so `run --config FILE` TOML keys and
+`--print-config` output use the same names."""
+
+from __future__ import annotations
+
+import click
+
+from .errors import UserInputError
+from .config import BASE_PRIORS, BASE_PRIORS_UNCONSTRAINED, MODELS, PARAMETERIZATIONS, PRIOR_FAMILIES, ModelConfig, \
+    parse_prior_override, validate
+
+_FAMILY = click.Choice(PRIOR_FAMILIES)
+
+
+def _prior_help() -> str:
+    constrained = ", ".join(f"{n}={d}{a}".replace(" ", "") for n, (d, a) in BASE_PRIORS.items())
+    unconstrained = ", ".join(f"{n}={d}{a}".replace(" ", "") for n, (d, a) in BASE_PRIORS_UNCONSTRAINED.items())
+    return (f"Override a base prior's two numbers (data: no recompile). Repeatable. Defaults: {constrained}; "
+            f"with --unconstrained (normal on the link scale): {unconstrained}.")
+
+
+MODEL_OPTIONS = [
+    click.option("--model", type=click.Choice(MODELS), default="nbdm", show_default=True,
+                 help="Count model: nbdm, zinb (zero-inflated), nbvcp / zinbvcp (variable capture per cell)."),
+    click.option("--parameterization", type=click.Choice(PARAMETERIZATIONS), default="canonical", show_default=True,
+                 help="Which NB coordinates are sampled: canonical (r, p), mean-prob (mu, p), mean-odds (mu, phi), "
+                      "mean-disp (mu, r; p per gene)."),
+    click.option("--components", type=int, default=1, show_default=True,
+                 help="Mixture components K; K >= 2 marginalises each cell's component (ordered by weight)."),
+    click.option("--assignments", is_flag=True,
+                 help="With --components K >= 2: per-cell component probabilities (cells x K) in the output."),
+    click.option("--bnb", is_flag=True,
+                 help="Beta-negative-binomial tails (mean-preserving; excess dispersion shrunk by --overdispersion-prior)."),
+    click.option("--unconstrained", is_flag=True,
+                 help="Base priors as normals on the link scale (logit / softplus) instead of natural-domain priors."),
+    click.option("--prob-prior", type=_FAMILY, default="none", show_default=True,
+                 help="Hierarchical prior on logit p_g (gene-specific p); needs canonical or mean-prob."),
+    click.option("--expression-prior", type=_FAMILY, default="none", show_default=True,
+                 help="Hierarchical prior pooling each gene's log mean (log r under canonical) across components; needs K >= 2."),
+    click.option("--gate-prior", type=_FAMILY, default="none", show_default=True,
+                 help="Hierarchical prior on logit gate_g (centre -5: zero inflation off by default); needs zinb or zinbvcp."),
+    click.option("--overdispersion-prior", type=_FAMILY, default=None,
+                 help="Shrinkage prior on the BNB excess dispersion log omega_g: horseshoe (default with --bnb) or neg."),
+    click.option("--horseshoe-tau0", type=float, default=1.0, show_default=True, help="Horseshoe global scale tau ~ HalfCauchy(tau0)."),
+    click.option("--slab-df", type=float, default=4.0, show_default=True, help="Horseshoe slab degrees of freedom."),
+    click.option("--slab-scale", type=float, default=2.0, show_default=True, help="Horseshoe slab scale."),
+    click.option("--neg-u", type=float, default=1.0, show_default=True, help="NEG inner Gamma shape (1: NEG, 0.5: horseshoe-like)."),
+    click.option("--neg-a", type=float, default=1.0, show_default=True, help="NEG outer Gamma shape."),
+    click.option("--neg-tau", type=float, default=1.0, show_default=True, help="NEG outer Gamma rate."),
+    click.option("--prior", "priors", multiple=True, metavar="NAME=dist(a,b)", help=_prior_help()),
+]
+
+# The keyword arguments model_options adds to a command (everything model_config_from_options takes).
+MODEL_OPTION_NAMES = ("model", "parameterization", "components", "assignments", "bnb", "unconstrained", "prob_prior",
+                      "expression_prior", "gate_prior", "overdispersion_prior", "horseshoe_tau0", "slab_df",
+                      "slab_scale", "neg_u", "neg_a", "neg_tau", "priors")
+
+
+def model_options(f):
+    """Decorator: the options that define the Stan program; shared by `render` and `run`."""
+    for opt in reversed(MODEL_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def model_config_from_options(**kw) -> ModelConfig:
+    """Validated ModelConfig from model_options' keyword arguments (UserInputError, exit 2, when invalid).
+
+    Without --overdispersion-prior, --bnb means the horseshoe (priors.md); an explicit `none` with --bnb
+    is refused by the rules.
+    """
+    kw = dict(kw)
+    unconstrained = bool(kw.get("unconstrained", False))
+    overrides = tuple(parse_prior_override(p, unconstrained=unconstrained) for p in kw.pop("priors", ()) or ())
+    names = [name for name, _, _ in overrides]
+    for name in names:
+        if names.count(name) > 1:
+            raise UserInputError(f"--prior {name} is given {names.count(name)} times; give each base prior once")
+    if kw.get("overdispersion_prior") is None:
+        kw["overdispersion_prior"] = "horseshoe" if kw.get("bnb") else "none"
+    unknown = set(kw) - set(MODEL_OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"not model options: {', '.join(sorted(unknown))}")
+    return validate(ModelConfig(priors=overrides, **kw))

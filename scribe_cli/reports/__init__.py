@@ -1,0 +1,1 @@
+"""Reports on a posterior file: summary tables and posterior predictive checks."""

@@ -1,0 +1,93 @@
+"""The data dict of a rendered program: sufficient statistics of the counts, sizes, prior numbers.
+
+Everything is computed from the sparse CSR matrix without densifying it. Which statistics a program
+needs depends on its likelihood form (render.likelihood_form):
+
+| form              | data                                                                  |
+|-------------------|-----------------------------------------------------------------------|
+| pairs             | J distinct non-zero (gene, count) pairs: pair_gene, pair_count, pair_weight |
+| pairs_mixture     | pairs + N non-zeros as pair indices in CSR order: nz_pair, cell_start |
+| capture_shared_p  | pairs + cell_total (library sizes) [+ nz_pair, cell_start for mixtures] |
+| capture_cells     | the CSR matrix itself: nz_gene, nz_count, cell_start                  |
+
+plus C, G (and K for mixtures), ``prior_<name>`` (two numbers) for every base prior the program samples
+from, and the horseshoe / NEG hyperparameters when a hierarchical prior of that family is used. Indices
+are 1-based, as Stan's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .config import ModelConfig
+from .render import likelihood_form
+
+
+@dataclass
+class SparseStats:
+    """Sufficient statistics of a cells x genes count matrix (all index arrays 1-based)."""
+
+    pair_gene: np.ndarray  # (J,) gene of each distinct non-zero (gene, count) pair
+    pair_count: np.ndarray  # (J,) its count
+    pair_weight: np.ndarray  # (J,) number of cells with that count for that gene
+    nz_pair: np.ndarray  # (N,) pair index of each non-zero, in CSR (cell-major) order
+    nz_gene: np.ndarray  # (N,) gene of each non-zero, CSR order
+    nz_count: np.ndarray  # (N,) count of each non-zero, CSR order
+    cell_start: np.ndarray  # (C + 1,) CSR row pointer: cell c's non-zeros are cell_start[c]..cell_start[c+1]-1
+    cell_total: np.ndarray  # (C,) library size
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.pair_gene.size)
+
+
+def sparse_stats(X: sp.csr_matrix) -> SparseStats:
+    """O(nnz log nnz): one sort of the non-zeros by (gene, count)."""
+    X = sp.csr_matrix(X)
+    X.sort_indices()
+    genes = X.indices.astype(np.int64)
+    counts = X.data.astype(np.int64)
+    span = int(counts.max(initial=0)) + 1
+    keys, inverse, weight = np.unique(genes * span + counts, return_inverse=True, return_counts=True)
+    return SparseStats(
+        pair_gene=keys // span + 1,
+        pair_count=keys % span,
+        pair_weight=weight.astype(np.int64),
+        nz_pair=inverse.ravel().astype(np.int64) + 1,
+        nz_gene=genes + 1,
+        nz_count=counts,
+        cell_start=X.indptr.astype(np.int64) + 1,
+        cell_total=np.asarray(X.sum(axis=1)).ravel().astype(np.int64),
+    )
+
+
+def stan_data(config: ModelConfig, counts) -> dict:
+    """The data dict for the program ``render(config)`` (``counts``: a data.Counts or a CSR matrix)."""
+    X = counts.X if hasattr(counts, "X") else counts
+    C, G = X.shape
+    stats = sparse_stats(X)
+    form = likelihood_form(config)
+    data: dict = {"C": int(C), "G": int(G)}
+    if config.mixture:
+        data["K"] = int(config.components)
+    if form != "capture_cells":
+        data.update(J=stats.n_pairs, pair_gene=stats.pair_gene, pair_count=stats.pair_count,
+                    pair_weight=stats.pair_weight.astype(float))
+    if form == "capture_shared_p":
+        data["cell_total"] = stats.cell_total.astype(float)
+    if form == "pairs_mixture" or (form == "capture_shared_p" and config.mixture):
+        data.update(N=int(stats.nz_pair.size), nz_pair=stats.nz_pair, cell_start=stats.cell_start)
+    if form == "capture_cells":
+        data.update(N=int(stats.nz_gene.size), nz_gene=stats.nz_gene, nz_count=stats.nz_count,
+                    cell_start=stats.cell_start)
+    for name in config.used_priors():
+        data[f"prior_{name}"] = [float(x) for x in config.base_prior(name)[1]]
+    families = set(config.hierarchical().values())
+    if "horseshoe" in families:
+        data.update(horseshoe_tau0=config.horseshoe_tau0, slab_df=config.slab_df, slab_scale=config.slab_scale)
+    if "neg" in families:
+        data.update(neg_u=config.neg_u, neg_a=config.neg_a, neg_tau=config.neg_tau)
+    return data
