@@ -39,7 +39,9 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    logging.getLogger("cmdstanpy").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    from .toolchain import set_cmdstanpy_log_level
+
+    set_cmdstanpy_log_level(logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING)
 
 
 def _fail(exc: ScribeError) -> None:

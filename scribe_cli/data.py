@@ -154,7 +154,7 @@ def _read_10x_h5(path: Path, _layer):
             else:
                 names = group["gene_names"][:]
             genes = _unique([n.decode() for n in names])
-    except (OSError, KeyError, StopIteration) as exc:
+    except (OSError, KeyError, StopIteration, ValueError, TypeError) as exc:
         raise UserInputError(f"{path} is not a 10x Genomics .h5 matrix ({type(exc).__name__}); pass a Cell Ranger .h5, an .h5ad or a 10x directory") from None
     # 10x stores CSC over genes x cells, i.e. CSR over cells x genes.
     matrix = sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes))

@@ -66,6 +66,8 @@ def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None 
 def pareto_k(idata: az.InferenceData) -> tuple[float, int]:
     """PSIS Pareto k of the importance ratios target / approximation over the approximate draws."""
     stats = idata.sample_stats
+    if "pareto_k" in stats.attrs:  # computed before resampling (pathfinder): resampled draws would hide it
+        return float(stats.attrs["pareto_k"]), int(stats.attrs["pareto_k_draws"])
     log_w = (stats["lp"].values - stats["lp_approx"].values).ravel()
     log_w = log_w[np.isfinite(log_w)]
     if log_w.size < 10:

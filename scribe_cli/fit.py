@@ -71,10 +71,13 @@ def _nuts(model, data, opts: RunOptions, output_dir: Path):
 
 def _pathfinder(model, data, opts: RunOptions, output_dir: Path):
     # num_paths follows --chains so that "4 chains" means 4 independent starting points for every method.
+    # psis_resample=False: we keep the raw draws of the approximation so that the Pareto k of the
+    # importance ratios can be computed on them; idata.py then does the PSIS resampling (with ArviZ).
     return model.pathfinder(
         data=data,
         num_paths=opts.chains,
-        draws=opts.draws,
+        num_single_draws=opts.draws,
+        psis_resample=False,
         seed=opts.seed,
         num_threads=min(opts.chains, 2) * opts.threads_per_chain,
         output_dir=str(output_dir),

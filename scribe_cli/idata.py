@@ -17,7 +17,7 @@ from .errors import UserInputError
 P_CONVENTION = "NB(r, p): mean = r p / (1 - p), P(0) = (1 - p)^r (NumPyro convention); Stan neg_binomial_2(mean, r)"
 
 # cmdstanpy column -> ArviZ sample_stats name, for the non-MCMC methods (MCMC goes through from_cmdstanpy).
-_APPROX_STATS = {"lp__": "lp", "lp_approx__": "lp_approx", "log_p__": "lp", "log_g__": "lp_approx"}
+_APPROX_STATS = {"lp__": "lp", "lp_approx__": "lp_approx", "log_p__": "lp", "log_g__": "lp_approx", "log_q__": "lp_approx"}
 
 
 def posterior_arrays(fit, method: str) -> dict[str, np.ndarray]:
@@ -32,8 +32,14 @@ def posterior_arrays(fit, method: str) -> dict[str, np.ndarray]:
     return {k: np.asarray(v)[None, ...] for k, v in variables.items()}
 
 
-def to_inference_data(fit, method: str, dims_of, coords: dict[str, list]) -> az.InferenceData:
-    """Build InferenceData; ``dims_of(arrays)`` names each variable's non-(chain, draw) axes."""
+def to_inference_data(fit, method: str, dims_of, coords: dict[str, list], *, n_draws: int | None = None,
+                      seed: int = 0) -> az.InferenceData:
+    """Build InferenceData; ``dims_of(arrays)`` names each variable's non-(chain, draw) axes.
+
+    Pathfinder's raw draws come from the approximation: they are PSIS-resampled here to ``n_draws``
+    draws of the target (as Stan's own psis_resample does), and the Pareto k of the raw importance
+    ratios is kept in ``sample_stats.attrs["pareto_k"]``.
+    """
     arrays = posterior_arrays(fit, method)
     dims = dims_of(arrays)
     if method == "nuts":
@@ -46,8 +52,20 @@ def to_inference_data(fit, method: str, dims_of, coords: dict[str, list]) -> az.
     for col, name in _APPROX_STATS.items():
         if col in columns and name not in stats:
             stats[name] = draws[:, columns.index(col)][None, :]
+    khat = None
+    if method == "pathfinder" and n_draws is not None:
+        log_w = (stats["lp"] - stats["lp_approx"]).ravel()
+        smoothed, khat = az.psislw(log_w - log_w.max())
+        weights = np.exp(smoothed - smoothed.max())
+        pick = np.random.default_rng(seed).choice(log_w.size, size=n_draws, replace=True, p=weights / weights.sum())
+        arrays = {k: v[:, pick] for k, v in arrays.items()}
+        stats = {k: v[:, pick] for k, v in stats.items()}
     used = {d for ds in dims.values() for d in ds}
-    return az.from_dict(posterior=arrays, sample_stats=stats, coords={k: v for k, v in coords.items() if k in used}, dims=dims)
+    idata = az.from_dict(posterior=arrays, sample_stats=stats, coords={k: v for k, v in coords.items() if k in used}, dims=dims)
+    if khat is not None:
+        idata.sample_stats.attrs["pareto_k"] = float(khat)
+        idata.sample_stats.attrs["pareto_k_draws"] = int(log_w.size)
+    return idata
 
 
 def _draws_matrix(fit, method: str) -> np.ndarray:

@@ -62,7 +62,8 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
 
         t = time.monotonic()
         coords = {"gene": counts.genes, "cell": counts.cells}
-        idata = to_inference_data(fit, opts.method, lambda arrays: variable_dims(config, arrays, data), coords)
+        idata = to_inference_data(fit, opts.method, lambda arrays: variable_dims(config, arrays, data), coords,
+                                  n_draws=opts.draws, seed=opts.seed)
         diagnostics = convergence(idata, opts.method, opts.max_treedepth)
         attach_attrs(idata, {
             "scribe_version": __version__,

@@ -15,6 +15,7 @@ Blocks, in program order:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,10 +108,11 @@ def plan(config: ModelConfig) -> Plan:
         elt="matrix[G, K]" if config.mixture else "vector[G]",
         p_scalar=not config.gene_specific_p,
         form=likelihood_form(config),
-        obs="zinb" if obs == "zinb" else obs,
+        obs=obs,
     )
 
 
+@functools.lru_cache(maxsize=1)
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -238,12 +240,16 @@ def _likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool) -> dict:
     }
 
 
-def blocks_for(config: ModelConfig, check_loglik: bool = False) -> list[Block]:
-    """The template blocks of a configuration, in program order."""
+def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = False) -> list[Block]:
+    """The template blocks of a configuration, in program order (check_loglik / dense: see render)."""
     pl = plan(config)
     likelihood = f"likelihoods/{pl.form}.stan.j2"
     lik_args = _likelihood_args(config, pl, check_loglik)
     blocks = [Block(likelihood, lik_args, skip=("model", "generated_quantities"))]
+    dense_args = {"vcp": config.variable_capture, "bnb": config.bnb, "zi": config.zero_inflated, "mix": pl.mix,
+                  "t": "matrix" if pl.mix else "vector"}
+    if check_loglik or dense:
+        blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("functions", "data")))
     blocks += [Block("params/base.stan.j2", spec) for spec in _base_specs(config, pl)]
     declared: set[str] = set()
     for target, family in config.hierarchical().items():
@@ -255,7 +261,11 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False) -> list[Block]:
         blocks.append(Block("params/bnb.stan.j2", derived))
     if pl.mix:
         blocks.append(Block("params/mixture.stan.j2", {}))
-    blocks.append(Block(likelihood, lik_args, only=("model", "generated_quantities")))
+    blocks.append(Block(likelihood, lik_args, only=("generated_quantities",) if dense else ("model", "generated_quantities")))
+    if dense:
+        blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("model",)))
+    if check_loglik:
+        blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("generated_quantities",)))
     return blocks
 
 
@@ -294,16 +304,18 @@ def _notes(config: ModelConfig, pl: Plan) -> list[str]:
     return notes
 
 
-def render(config: ModelConfig, *, check_loglik: bool = False) -> str:
+def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = False) -> str:
     """The Stan program of a (validated) configuration.
 
-    ``check_loglik`` adds a generated quantity ``log_lik`` holding the likelihood term of ``target`` (the
-    same expression the model block adds), which tests compare with a dense evaluation.
+    For tests and benchmarks only (the data then need ``counts_dense``: standata.stan_data(dense=True)):
+    ``check_loglik`` adds generated quantities ``log_lik`` (the likelihood term the model block adds to
+    target, same expression) and ``log_lik_dense`` (a plain loop of built-in lpmfs over the full matrix);
+    ``dense`` puts that dense loop in the model block instead of the fast likelihood.
     """
     env = _env()
     pl = plan(config)
     parts: dict[str, list[str]] = {s: [] for s, _ in SECTIONS}
-    for blk in blocks_for(config, check_loglik):
+    for blk in blocks_for(config, check_loglik, dense):
         module = env.get_template(blk.template).module
         for s, _ in SECTIONS:
             if hasattr(module, s) and s not in blk.skip and (blk.only is None or s in blk.only):

@@ -64,8 +64,12 @@ def sparse_stats(X: sp.csr_matrix) -> SparseStats:
     )
 
 
-def stan_data(config: ModelConfig, counts) -> dict:
-    """The data dict for the program ``render(config)`` (``counts``: a data.Counts or a CSR matrix)."""
+def stan_data(config: ModelConfig, counts, dense: bool = False) -> dict:
+    """The data dict for the program ``render(config)`` (``counts``: a data.Counts or a CSR matrix).
+
+    ``dense`` adds the full matrix ``counts_dense`` for the reference programs of render(check_loglik=True
+    or dense=True); only for tests and benchmarks on small matrices.
+    """
     X = counts.X if hasattr(counts, "X") else counts
     C, G = X.shape
     stats = sparse_stats(X)
@@ -90,4 +94,6 @@ def stan_data(config: ModelConfig, counts) -> dict:
         data.update(horseshoe_tau0=config.horseshoe_tau0, slab_df=config.slab_df, slab_scale=config.slab_scale)
     if "neg" in families:
         data.update(neg_u=config.neg_u, neg_a=config.neg_a, neg_tau=config.neg_tau)
+    if dense:
+        data["counts_dense"] = np.asarray(X.todense(), dtype=np.int64)
     return data

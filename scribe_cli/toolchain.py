@@ -58,9 +58,21 @@ def driver_digest() -> str:
     return h.hexdigest()[:12]
 
 
+def user_cmdstan() -> str | None:
+    """The real CmdStan named by ``CMDSTAN``, if any.
+
+    cmdstanpy.set_cmdstan_path() itself exports CMDSTAN, and child processes inherit it: a directory
+    that is one of our embedded toolchains (it carries our ``.complete`` marker) is not a user's CmdStan.
+    """
+    real = os.environ.get("CMDSTAN")
+    if not real or (Path(real) / ".complete").is_file():
+        return None
+    return real
+
+
 def toolchain_id() -> str:
     """Identifies the compiler, headers and driver: part of every compiled model's cache key."""
-    real = os.environ.get("CMDSTAN")
+    real = user_cmdstan()
     if real:
         return f"cmdstan:{Path(real).resolve()}"
     return f"httpstan-{HTTPSTAN_VERSION}-stan-{STAN_VERSION}-driver-{driver_digest()}"
@@ -80,7 +92,7 @@ def ensure_toolchain(build: bool = True) -> Path:
     Builds are serialised with a lock in the cache: the driver object alone takes ~3 GB of RAM to
     compile, and two processes building at once would also race on the same directory.
     """
-    real = os.environ.get("CMDSTAN")
+    real = user_cmdstan()
     if real:
         path = Path(real).expanduser().resolve()
         if not (path / "makefile").is_file():
@@ -177,9 +189,22 @@ def use_toolchain(build: bool = True) -> Path:
     import cmdstanpy
 
     path = ensure_toolchain(build=build)
-    logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
+    if not _cmdstanpy_level_set:
+        set_cmdstanpy_log_level(logging.WARNING)
     cmdstanpy.set_cmdstan_path(str(path))
     return path
+
+
+_cmdstanpy_level_set = False
+
+
+def set_cmdstanpy_log_level(level: int) -> None:
+    """cmdstanpy sets its logger to DEBUG with an INFO handler on first use: initialise it, then override."""
+    global _cmdstanpy_level_set
+    from cmdstanpy.utils import get_logger
+
+    get_logger().setLevel(level)
+    _cmdstanpy_level_set = True
 
 
 if __name__ == "__main__":  # `python -m scribe_cli.toolchain`: what `make toolchain` runs

@@ -98,3 +98,28 @@ def test_existing_output_is_kept(tmp_path, demo_h5ad):
 def test_bad_options(tmp_path, demo_h5ad, args, fragment):
     out = tmp_path / "post.nc"
     _assert_clean_failure(_run(["run", str(demo_h5ad), "-o", str(out), *args]), out, fragment)
+
+
+def test_normalized_counts_are_refused(tmp_path):
+    X = sp.random(30, 8, density=0.4, format="csr", random_state=3, dtype=np.float64) * 20
+    X.data = np.log1p(np.round(X.data) + 1)  # log-normalized values: non-integer
+    path = _h5ad(tmp_path, X.astype(np.float32))
+    out = tmp_path / "post.nc"
+    _assert_clean_failure(_run(["run", str(path), "-o", str(out)]), out, "normalized or log-transformed")
+
+
+def test_wrong_layer(tmp_path, demo_h5ad):
+    out = tmp_path / "post.nc"
+    _assert_clean_failure(_run(["run", str(demo_h5ad), "-o", str(out), "--layer", "raw"]), out, "layer 'raw' not found")
+
+
+def test_gene_list_with_unknown_genes(tmp_path, demo_h5ad):
+    genes = tmp_path / "genes.txt"
+    genes.write_text("NOT_A_GENE\n")
+    out = tmp_path / "post.nc"
+    _assert_clean_failure(_run(["run", str(demo_h5ad), "-o", str(out), "--genes", str(genes)]), out, "not in the data")
+
+
+def test_missing_input_argument(tmp_path):
+    out = tmp_path / "post.nc"
+    _assert_clean_failure(_run(["run", "-o", str(out)]), out, "no input data")

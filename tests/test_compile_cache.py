@@ -3,6 +3,11 @@
 Each test gets a fresh, private SCRIBE_CACHE_DIR for its models. The toolchain is NOT rebuilt: the
 toolchain directory is cache_dir()/toolchain/<id>, so the private cache gets a `toolchain` symlink
 to the parent of the session's real toolchain, and every step refuses to build (build=False).
+
+The environment variable CMDSTAN is removed for each test (and for the child processes), as in a
+fresh `scribe` process: cmdstanpy.set_cmdstan_path(), called by use_toolchain(), sets it as a side
+effect, and scribe_cli.toolchain reads CMDSTAN as "use this real CmdStan" (see
+test_key_does_not_depend_on_call_order).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ def private_cache(toolchain, tmp_path, monkeypatch):
     import cmdstanpy
     from scribe_cli import toolchain as tc
 
+    monkeypatch.delenv("CMDSTAN", raising=False)  # restored at teardown
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "toolchain").symlink_to(toolchain.parent, target_is_directory=True)
@@ -77,6 +83,7 @@ def private_cache(toolchain, tmp_path, monkeypatch):
 
 def _child(tmp_path: Path, cache: Path, mode: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "SCRIBE_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
+    env.pop("CMDSTAN", None)  # a fresh process, not one that inherits our cmdstanpy state
     return subprocess.Popen(
         [sys.executable, str(tmp_path / "child.py"), str(tmp_path / "program.stan"), mode, *extra],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -98,7 +105,9 @@ def _entries(cache: Path) -> tuple[list[str], list[str]]:
 
 def test_miss_then_hit_in_process_and_in_fresh_process(private_cache, tmp_path):
     from scribe_cli.cache import compile_program, models_dir, program_key
+    from scribe_cli.toolchain import use_toolchain
 
+    use_toolchain(build=False)  # what compile_program does first (see the call-order test)
     key = program_key(PROGRAM)
     # A compile that died half way leaves <key>/ without .complete: it must count as a miss.
     stale = models_dir() / key
@@ -130,7 +139,9 @@ def test_miss_then_hit_in_process_and_in_fresh_process(private_cache, tmp_path):
 
 def test_two_processes_compiling_the_same_new_program(private_cache, tmp_path):
     from scribe_cli.cache import program_key
+    from scribe_cli.toolchain import use_toolchain
 
+    use_toolchain(build=False)
     key = program_key(PROGRAM)
     procs = [_child(tmp_path, private_cache, "run", json.dumps(DATA)) for _ in range(2)]
     results = [_result(p) for p in procs]
@@ -165,14 +176,14 @@ def test_failed_compile_leaves_nothing(private_cache):
     assert models_dir().is_dir()
 
 
-def test_keys(private_cache, tmp_path, monkeypatch):
+def test_keys(private_cache, monkeypatch):
     import scribe_cli.cache as cache
+    from scribe_cli.toolchain import use_toolchain
 
+    use_toolchain(build=False)
     key = cache.program_key(PROGRAM)
     assert len(key) == 20 and all(c in "0123456789abcdef" for c in key)
     assert cache.program_key(PROGRAM) == key
-    # Stable across processes (no per-process hash randomisation).
-    assert _result(_child(tmp_path, private_cache, "key"))["key"] == key
     # Program text: any change, even whitespace, is a different program text.
     assert cache.program_key(PROGRAM.replace("normal(0, 10)", "normal(0, 5)")) != key
     assert cache.program_key(PROGRAM + "\n") != key
@@ -183,3 +194,23 @@ def test_keys(private_cache, tmp_path, monkeypatch):
     # Toolchain: a new driver/compiler is a new key.
     monkeypatch.setattr(cache, "toolchain_id", lambda: "some-other-toolchain")
     assert cache.program_key(PROGRAM) != key
+
+
+def test_key_does_not_depend_on_call_order(private_cache, tmp_path):
+    """program_key(P) is the key compile_program(P) stores P under, whenever it is asked.
+
+    A fresh process that has not yet pointed cmdstanpy at the toolchain must compute the same key
+    as one that has (e.g. `scribe cache ls` vs a running fit, or a key computed before compiling).
+    """
+    import scribe_cli.cache as cache
+    from scribe_cli.toolchain import use_toolchain
+
+    before = cache.program_key(PROGRAM)  # fresh-process state: nothing has called use_toolchain
+    fresh = _result(_child(tmp_path, private_cache, "key"))["key"]  # another fresh process
+    assert fresh == before  # no per-process hash randomisation
+    use_toolchain(build=False)
+    after = cache.program_key(PROGRAM)
+    assert after == before, (
+        "program_key changed after use_toolchain(): cmdstanpy.set_cmdstan_path() sets "
+        f"CMDSTAN={os.environ.get('CMDSTAN')}, and toolchain_id() then reports a user-supplied CmdStan"
+    )

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import warnings
@@ -39,8 +38,6 @@ with warnings.catch_warnings():
 import cmdstanpy
 
 pytestmark = pytest.mark.slow
-
-STATUS_FILE = Path("/tmp/driver-dev/STATUS.md")
 
 # --------------------------------------------------------------------------------------------
 # Stan programs (each compiled once per toolchain through the content-hash cache)
@@ -82,17 +79,24 @@ model {
 }
 """
 
+# `target += log_z` only shifts the log density by a constant (NUTS, optimisation, Laplace and
+# pathfinder are unaffected). It is there for ADVI: its convergence test is on the RELATIVE change
+# of the ELBO, and for a normalised target the ELBO at the optimum is log Z = 0, so relative
+# changes never get small and ADVI stops at its iteration limit ("may not have converged"; real
+# CmdStan behaves the same). With log_z = 100 the ELBO is ~100.
 IID_PROGRAM = """
 data {
   int<lower=1> K;
   vector[K] m;
   vector<lower=0>[K] s;
+  real log_z;
 }
 parameters {
   vector[K] theta;
 }
 model {
   theta ~ normal(m, s);
+  target += log_z;
 }
 """
 
@@ -101,12 +105,14 @@ data {
   int<lower=1> K;
   vector[K] m;
   cov_matrix[K] S;
+  real log_z;
 }
 parameters {
   vector[K] theta;
 }
 model {
   theta ~ multi_normal(m, S);
+  target += log_z;
 }
 """
 
@@ -165,16 +171,16 @@ K_IID = 100
 _rng = np.random.default_rng(7)
 IID_M = np.round(np.linspace(-10.0, 10.0, K_IID), 6)[_rng.permutation(K_IID)]  # distinct, shuffled
 IID_S = np.round(np.linspace(0.5, 3.0, K_IID), 6)[_rng.permutation(K_IID)]
-IID_DATA = {"K": K_IID, "m": IID_M.tolist(), "s": IID_S.tolist()}
+IID_DATA = {"K": K_IID, "m": IID_M.tolist(), "s": IID_S.tolist(), "log_z": 100.0}
 
 K_SMALL = 5
-SMALL_DATA = {"K": K_SMALL, "m": IID_M[:K_SMALL].tolist(), "s": IID_S[:K_SMALL].tolist()}
+SMALL_DATA = {"K": K_SMALL, "m": IID_M[:K_SMALL].tolist(), "s": IID_S[:K_SMALL].tolist(), "log_z": 100.0}
 
 MVN_M = np.array([1.0, -2.0, 3.0])
 _sd = np.array([1.0, 2.0, 0.5])
 _corr = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.1], [0.3, 0.1, 1.0]])
 MVN_S = _corr * np.outer(_sd, _sd)
-MVN_DATA = {"K": 3, "m": MVN_M.tolist(), "S": MVN_S.tolist()}
+MVN_DATA = {"K": 3, "m": MVN_M.tolist(), "S": MVN_S.tolist(), "log_z": 100.0}
 
 # --------------------------------------------------------------------------------------------
 # Monte Carlo error helpers
@@ -235,10 +241,6 @@ def print_tol(v: np.ndarray, sig: int = 6) -> np.ndarray:
     """Largest rounding error of printing v with `sig` significant digits: half a unit in the last place."""
     v = np.maximum(np.abs(np.asarray(v, dtype=float)), 1e-300)
     return 0.5 * 10.0 ** (np.floor(np.log10(v)) - (sig - 1))
-
-
-def status_text() -> str:
-    return STATUS_FILE.read_text() if STATUS_FILE.is_file() else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,56 +414,102 @@ def test_iid_normal_laplace_is_exact(iid_model):
     off = c[np.triu_indices(K_IID, 1)] / math.sqrt(1 / n)
     assert np.abs(diag_z).max() < 5, f"worst variance error {np.abs(diag_z).max():.2f} sd"
     assert np.abs(off).max() < 5, f"worst covariance error {np.abs(off).max():.2f} sd"
-    # log_p__ - log_g__ is constant when the approximation is exact. The Hessian comes from finite
-    # differences of autodiff gradients, exact for a quadratic up to rounding (~1e-7 relative), and
-    # the values are printed with 12 significant digits, so 1e-3 is a generous bound (a wrong
-    # Hessian by 1% already spreads the difference by ~0.5).
+    # The two log densities written per draw, each checked up to an additive constant:
+    # log_p__ is the model's log density, -0.5 sum(((theta - m) / s)^2) + const; log_q__ is the
+    # normal approximation's, -0.5 sum(((theta - mode) / s)^2) + const iff the Hessian at the mode
+    # is exactly diag(1/s^2). The Hessian comes from finite differences of autodiff gradients,
+    # exact for a quadratic up to rounding (measured spread 7e-10), values are printed with 12
+    # significant digits (1e-10 at ~100): 1e-6 is generous, and a 1e-6 relative error in the
+    # Hessian would already show (x 0.5 sum z^2 ~ 50 -> spread ~1e-4).
+    # (Stan 2.39's laplace_sample names the approximation's column log_q__; older CmdStan
+    # documentation says log_g__.) We do not test log_p__ - log_q__ = const directly: the optimiser
+    # stops ~1e-4 sd from the exact mode, which adds a linear term (spread ~6e-3) to that difference.
     lp = fit.method_variables()
-    diff = np.asarray(lp["log_p__"]) - np.asarray(lp["log_g__"])
-    assert np.ptp(diff) < 1e-3, f"log_p__ - log_g__ varies by {np.ptp(diff):.3g}"
+    log_q = np.asarray(lp["log_q__"] if "log_q__" in lp else lp["log_g__"])
+    log_p = np.asarray(lp["log_p__"])
+    log_p_exact = -0.5 * (((theta - IID_M) / IID_S) ** 2).sum(axis=1)
+    log_q_exact = -0.5 * (((theta - mode) / IID_S) ** 2).sum(axis=1)
+    assert np.ptp(log_p - log_p_exact) < 1e-6, f"log_p__ - exact varies by {np.ptp(log_p - log_p_exact):.3g}"
+    assert np.ptp(log_q - log_q_exact) < 1e-6, f"log_q__ - exact varies by {np.ptp(log_q - log_q_exact):.3g}"
 
 
-# Pathfinder and ADVI are approximate: besides Monte Carlo error (tiny here: 1000 draws give
-# sd/sqrt(1000) = 0.03 sd for a mean) they carry an optimisation / approximation error that does not
-# shrink with the number of draws (pathfinder: the L-BFGS inverse-Hessian estimate and the stopping
-# point of each path, then importance resampling; ADVI: a stochastic-gradient iterate stopped by a
-# relative-ELBO-change criterion of 1%). There is no MCSE for that part, so the tolerance is a
-# fraction of a posterior sd: small enough that a driver bug (wrong gradient, jacobian, column
-# order; the m_i span 20 sds) fails by an order of magnitude, loose enough for the method's own
-# error.
-PATHFINDER_TOL_SD = 0.25
-MEANFIELD_TOL_SD = 0.5
-FULLRANK_TOL_SD = 0.5
+# Pathfinder and ADVI are approximate methods: besides Monte Carlo error they carry an
+# approximation / optimisation error that does not shrink with the number of draws, and there is
+# no MCSE for that part. Each tolerance below says what it is made of.
 
 
 def test_iid_normal_pathfinder_means(iid_model):
-    fit = iid_model.pathfinder(data=IID_DATA, seed=13)
+    """100 dimensions, 4 paths, draws straight from the paths' normal approximations.
+
+    Pathfinder's approximation is N(x_k + Sigma_k g_k, Sigma_k) at the best-ELBO iterate of each
+    L-BFGS path, Sigma_k built from a history of 5 updates: with 100 distinct scales its sds are off
+    by up to a factor ~2 (measured 0.5..2.4), but its mean is the (nearly converged) mode. So the
+    draws are iid from a distribution centred within a small bias of m: we allow 4.5 MCSE
+    (MCSE = the draws' own sd / sqrt(4000); 100 checks * 6.8e-6 = 7e-4 expected spurious
+    exceedances) plus 0.05 posterior sd for the best iterate not being exactly the mode.
+    (Measured on 10 seeds: worst |z| 2.9, worst error 0.084 sd.)
+
+    Not tested here: the default PSIS-resampled output on this target. The approximation is
+    poor enough (ELBO ~ -11, Pareto k ~ 1.9, and Stan itself prints "the approximation itself is
+    poor") that resampling collapses to ~50-100 distinct draws, and means then scatter by up
+    to ~1.3 sd for any correct implementation.
+    """
+    fit = iid_model.pathfinder(data=IID_DATA, seed=13, psis_resample=False)
     theta = fit.stan_variable("theta")
-    assert theta.shape[1] == K_IID and theta.shape[0] >= 1000
-    err = (theta.mean(axis=0) - IID_M) / IID_S
-    worst = int(np.abs(err).argmax())
-    assert np.abs(err).max() < PATHFINDER_TOL_SD, f"theta[{worst + 1}] off by {err[worst]:+.3f} posterior sd"
+    assert theta.shape == (4000, K_IID)
+    mcse = theta.std(axis=0, ddof=1) / math.sqrt(theta.shape[0])
+    tol = 4.5 * mcse + 0.05 * IID_S
+    err = theta.mean(axis=0) - IID_M
+    bad = np.flatnonzero(np.abs(err) > tol)
+    assert bad.size == 0, [f"theta[{i + 1}]: err {err[i] / IID_S[i]:+.3f} sd, tol {tol[i] / IID_S[i]:.3f} sd" for i in bad]
+
+
+def test_small_normal_pathfinder_default_resampled(iid_model):
+    """5 dimensions, cmdstanpy's defaults (4 paths, PSIS resampling to 1000 draws).
+
+    With 5 dimensions and a history of 5 the L-BFGS approximation is nearly exact, so importance
+    resampling keeps ~850 distinct draws of 1000: MC error ~ 1/sqrt(800) = 0.035 sd for a mean and
+    ~1/sqrt(1600) = 0.025 relative for an sd. Tolerances: 0.2 sd for means and 15% for sds
+    (about 5-6 of those errors; measured on 10 seeds: worst 0.096 sd and 9%).
+    """
+    fit = iid_model.pathfinder(data=SMALL_DATA, seed=13)
+    theta = fit.stan_variable("theta")
+    assert theta.shape == (1000, K_SMALL)
+    m, s = np.array(SMALL_DATA["m"]), np.array(SMALL_DATA["s"])
+    err = (theta.mean(axis=0) - m) / s
+    assert np.abs(err).max() < 0.2, f"standardised mean errors {np.round(err, 3)}"
+    ratio = theta.std(axis=0, ddof=1) / s
+    assert np.abs(ratio - 1).max() < 0.15, f"sd ratios {np.round(ratio, 3)}"
 
 
 def test_iid_normal_meanfield_advi_means(iid_model):
+    """ADVI's answer is a stochastic-gradient iterate (one gradient draw per step, adaptive step
+    size) stopped once the relative ELBO change is below 1%; the family contains the target, so
+    there is no approximation bias, only optimisation noise, which no MCSE describes. Measured on 8
+    seeds: worst coordinate 0.19..0.38 sd, RMS over the 100 coordinates 0.07..0.095 sd. Tolerances:
+    worst coordinate < 0.5 sd, RMS < 0.15 sd (the RMS is the stabler statistic). A driver bug
+    (wrong gradient, jacobian or column order; m spans 20 sds) fails by an order of magnitude.
+    """
     fit = iid_model.variational(data=IID_DATA, algorithm="meanfield", seed=17, draws=1000)
     mean = np.asarray(fit.stan_variable("theta", mean=True))
     assert mean.shape == (K_IID,)
     err = (mean - IID_M) / IID_S
     worst = int(np.abs(err).argmax())
-    assert np.abs(err).max() < MEANFIELD_TOL_SD, f"theta[{worst + 1}] off by {err[worst]:+.3f} posterior sd"
-    draws = fit.variational_sample
-    assert draws.shape[0] == 1000
+    assert np.abs(err).max() < 0.5, f"theta[{worst + 1}] off by {err[worst]:+.3f} posterior sd"
+    assert math.sqrt(np.mean(err**2)) < 0.15, f"RMS error {math.sqrt(np.mean(err**2)):.3f} sd"
+    assert fit.variational_sample.shape[0] == 1000
 
 
 def test_correlated_normal_fullrank_advi(mvn_model):
+    """Same kind of tolerance as meanfield (optimisation noise, measured worst 0.07..0.29 sd on 8 seeds)."""
     fit = mvn_model.variational(data=MVN_DATA, algorithm="fullrank", seed=19, draws=2000)
     mean = np.asarray(fit.stan_variable("theta", mean=True))
     sd = np.sqrt(np.diag(MVN_S))
     err = (mean - MVN_M) / sd
-    assert np.abs(err).max() < FULLRANK_TOL_SD, f"standardised mean errors {np.round(err, 3)}"
+    assert np.abs(err).max() < 0.5, f"standardised mean errors {np.round(err, 3)}"
     # Fullrank can represent the 0.8 correlation of theta[1], theta[2]; a meanfield (diagonal)
-    # approximation would give 0 +- 0.02 over 2000 draws, so > 0.5 separates the two by >25 sd.
+    # approximation would give 0 +- 0.02 over 2000 draws, so > 0.5 separates the two by >20 sd
+    # (measured 0.73..0.86 on 8 seeds).
     theta = fit.stan_variable("theta", mean=False)
     r = np.corrcoef(theta[:, 0], theta[:, 1])[0, 1]
     assert r > 0.5, f"fullrank draws have corr(theta1, theta2) = {r:.3f}; target 0.8"
@@ -482,12 +530,25 @@ def test_sample_same_seed_same_draws(normal_model):
     assert not np.array_equal(chains_of(a, "mu"), chains_of(c, "mu"))
 
 
+def _sorted_rows(a: np.ndarray) -> np.ndarray:
+    return a[np.lexsort(a.T[::-1])]
+
+
 def test_pathfinder_same_seed_same_draws(iid_model):
-    a = iid_model.pathfinder(data=SMALL_DATA, seed=42)
-    b = iid_model.pathfinder(data=SMALL_DATA, seed=42)
-    c = iid_model.pathfinder(data=SMALL_DATA, seed=43)
+    # One thread: bit-for-bit identical output.
+    a = iid_model.pathfinder(data=SMALL_DATA, seed=42, num_threads=1)
+    b = iid_model.pathfinder(data=SMALL_DATA, seed=42, num_threads=1)
+    c = iid_model.pathfinder(data=SMALL_DATA, seed=43, num_threads=1)
     assert np.array_equal(a.draws(), b.draws())
     assert not np.array_equal(a.stan_variable("theta"), c.stan_variable("theta"))
+    # Several threads: the same draws, but Stan 2.39's multi-path service writes the resampled
+    # draws from a tbb::parallel_for over paths through a concurrent_writer, so their ROW ORDER
+    # follows thread scheduling (upstream behaviour, the same in real CmdStan). Compare as sets of
+    # rows, over several runs so that a seed-dependence that only shows with threads is caught.
+    ref = _sorted_rows(a.draws())
+    for _ in range(3):
+        d = iid_model.pathfinder(data=SMALL_DATA, seed=42, num_threads=4).draws()
+        assert np.array_equal(_sorted_rows(d), ref)
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,6 +630,9 @@ def test_fixed_param_for_model_without_parameters(no_params_model):
         fit = no_params_model.sample(
             data={"lambda": 3.5}, seed=31 + explicit, chains=n_chains, iter_sampling=n_draws,
             fixed_param=explicit, show_progress=False,
+            # cmdstanpy 1.3.2 drops num_chains=N from the command line when fixed_param=True (it
+            # returns before appending it) and then expects N files: one process per chain avoids it.
+            force_one_process_per_chain=explicit or None,
         )
         assert fit.draws().shape[:2] == (n_draws, n_chains)
         assert "treedepth__" not in fit.column_names and "stepsize__" not in fit.column_names
@@ -596,13 +660,18 @@ def test_inits_are_used_by_the_optimizer(bimodal_model):
 def test_per_chain_inits_are_used_by_the_sampler(normal_model, bimodal_model):
     # fixed_param keeps the parameters at their initial values: each chain's draws equal its init.
     inits = [{"mu": 1.25}, {"mu": -3.5}, {"mu": 7.0}]
+    # (one process per chain: cmdstanpy 1.3.2 cannot run fixed_param as one multi-chain process,
+    # see test_fixed_param_for_model_without_parameters; each process gets its own init file)
     fit = normal_model.sample(
-        data=NORMAL_DATA, seed=5, chains=3, iter_sampling=20, fixed_param=True, inits=inits, show_progress=False
+        data=NORMAL_DATA, seed=5, chains=3, iter_sampling=20, fixed_param=True, inits=inits, show_progress=False,
+        force_one_process_per_chain=True,
     )
     mu = chains_of(fit, "mu")
     for c, init in enumerate(inits):
         assert np.all(mu[c] == init["mu"]), f"chain {c + 1}: {np.unique(mu[c])} != {init['mu']}"
-    # NUTS: a chain started in one mode of the bimodal target cannot leave it (1250 nats barrier).
+    # NUTS, one process running both chains: cmdstanpy passes init=<f>.json with per-chain files
+    # <f>_1.json, <f>_2.json, which the driver must find (CmdStan's convention). A chain started
+    # in one mode of the bimodal target cannot leave it (1250 nats barrier).
     fit = bimodal_model.sample(
         seed=6, chains=2, parallel_chains=2, iter_warmup=200, iter_sampling=200,
         inits=[{"mu": 50.0}, {"mu": -50.0}], show_progress=False,
@@ -665,8 +734,6 @@ def test_from_csv_round_trip(normal_fit, bb_model):
 
 
 def test_log_prob(normal_model, bb_model):
-    if "log_prob" in status_text() and re.search(r"log_prob[^\n]*(not|unsupported|todo)", status_text(), re.I):
-        pytest.skip("the driver's STATUS says log_prob is not supported yet")
     # Normal model, no constraint: lp differences and the gradient are analytic (differences
     # cancel whatever constants the driver drops). 12 significant digits make 1e-7 safe.
     y = np.array(NORMAL_DATA["y"])
@@ -726,13 +793,15 @@ def test_executable_rejects_bad_arguments(bb_model, tmp_path):
     data = tmp_path / "data.json"
     data.write_text(json.dumps(BB_DATA))
     out = f"file={tmp_path / 'out.csv'}"
+    # A clean failure: positive exit code (not a crash by signal, which Python reports as < 0) and
+    # a message naming the offending argument.
     res = _run_exe(bb_model, ["method=sample", "num_samples=-5", "data", f"file={data}", "output", out], tmp_path)
     text = res.stdout + res.stderr
-    assert res.returncode != 0
-    assert "num_samples" in text and "-5" in text, text
+    assert res.returncode > 0, (res.returncode, text)
+    assert "num_samples" in text, text
     res = _run_exe(bb_model, ["method=sample", "bogus_keyword=3", "data", f"file={data}", "output", out], tmp_path)
     text = res.stdout + res.stderr
-    assert res.returncode != 0
+    assert res.returncode > 0, (res.returncode, text)
     assert "bogus_keyword" in text, text
     # Sanity check of the same command line without the bad argument: it works.
     res = _run_exe(bb_model, ["method=sample", "num_samples=10", "num_warmup=10", "data", f"file={data}", "output", out], tmp_path)

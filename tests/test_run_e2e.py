@@ -59,12 +59,18 @@ def test_each_method_writes_a_posterior_with_named_dims(runs, method, demo_h5ad)
 
 
 def test_nuts_diagnostics_are_reported(runs):
-    _, summary, _ = runs["nuts"]
+    path, summary, _ = runs["nuts"]
     diag = summary["diagnostics"]
-    for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "min_ebfmi", "ok"):
+    for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "min_ebfmi", "treedepth_hits", "ok"):
         assert key in diag
-    # NBDM on 906 x 500 real counts is well identified: 2 x 150 draws already mix (R-hat from ArviZ).
-    assert diag["max_rhat"] < 1.1 and diag["divergences"] == 0
+    # The verdict is ArviZ's, recomputed here from the file: the JSON must agree with it.
+    idata = az.from_netcdf(path)
+    rhat = max(float(az.rhat(idata.posterior)[v].max()) for v in idata.posterior.data_vars)
+    assert diag["max_rhat"] == pytest.approx(rhat)
+    assert diag["divergences"] == int(idata.sample_stats["diverging"].sum())
+    assert diag["ok"] == (not diag["problems"])
+    if diag["max_rhat"] > 1.01:
+        assert any("R-hat" in p for p in diag["problems"])
 
 
 @pytest.mark.parametrize("method", ["pathfinder", "advi", "laplace"])
@@ -129,7 +135,28 @@ def test_summary_and_ppc_on_each_method(runs, demo_h5ad, tmp_path):
         ppc = json.loads(res.stdout)
         assert Path(ppc["figure"]).stat().st_size > 10_000
         assert set(ppc["coverage_90"]) == {"mean", "var", "zero_frac"}
-    # NBDM fits the gene means of real data well: nearly every gene's observed mean is inside the 90%
-    # predictive interval (replicates use C = 906 cells, so the interval reflects sampling noise).
+    # On real PBMC data the NBDM's single shared p is wrong (each gene has its own variance-to-mean ratio):
+    # at the fitted p ~ 0.6 the NB that matches a gene's zeros overshoots its mean (e.g. ISG15: observed
+    # mean 0.47, the maximum-likelihood NB at that p has mean 0.57). The check must expose that misfit.
     ppc = json.loads(scribe("ppc", runs["nuts"][0], demo_h5ad, "-o", tmp_path / "nuts_again", "--draws", "40").stdout)
-    assert ppc["coverage_90"]["mean"] > 0.8
+    assert ppc["coverage_90"]["mean"] < 0.5
+
+
+def test_ppc_is_calibrated_on_data_from_the_model(tmp_path):
+    """On data simulated from the NBDM, the observed statistics fall inside the 90% predictive intervals."""
+    import anndata
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(2024)
+    C, G, p = 400, 60, 0.4
+    r = rng.lognormal(-0.3, 0.8, size=G)
+    X = rng.negative_binomial(r, 1 - p, size=(C, G))  # numpy's q = 1 - p gives mean r p / (1 - p)
+    path = tmp_path / "sim.h5ad"
+    anndata.AnnData(X=sp.csr_matrix(X.astype(np.int32))).write_h5ad(path)
+    post = tmp_path / "sim.nc"
+    scribe("run", path, "-o", post, "--chains", "2", "--warmup", "300", "--draws", "300", "--seed", "3", "--quiet")
+    cov = json.loads(scribe("ppc", post, path, "--draws", "60", "--seed", "1").stdout)["coverage_90"]
+    # Posterior predictive intervals add parameter uncertainty to sampling noise, so coverage should be
+    # at least nominal; with 60 genes the binomial sd of a 0.9 rate is 0.039, and 0.75 is ~4 sd below.
+    for stat in ("mean", "var", "zero_frac"):
+        assert cov[stat] >= 0.75, cov

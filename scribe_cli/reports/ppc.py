@@ -119,5 +119,5 @@ def plot(table: pd.DataFrame, path, title: str = "") -> None:
         ax.legend(loc="upper left", fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")  # the path may be a temporary name without .png
     plt.close(fig)

@@ -128,7 +128,7 @@ def _z_scale(x: np.ndarray) -> np.ndarray:
 
 def _rhat_basic(x: np.ndarray) -> float:
     m, n = x.shape
-    if m < 2 or n < 2 or not np.all(np.isfinite(x)):
+    if m < 2 or n < 2 or not np.all(np.isfinite(x)) or np.all(np.ptp(x, axis=1) == 0):
         return math.nan
     w = np.mean(np.var(x, axis=1, ddof=1))
     if w == 0:
@@ -258,6 +258,19 @@ def _fmt(v: float, sig: int) -> str:
     return f"{v:.{sig}g}"
 
 
+def munge_name(name: str) -> str:
+    """Stan CSV column name -> summary row name: ``a.1.2`` -> ``a[1,2]``, tuples ``t:1.2`` -> ``t.1[2]``
+    (CmdStan's stansummary and cmdstanpy use the bracket form)."""
+    if "." not in name and ":" not in name:
+        return name
+    parts = name.split(":")
+    for i, part in enumerate(parts):
+        if "." in part:
+            head, _, idx = part.partition(".")
+            parts[i] = f"{head}[{idx.replace('.', ',')}]"
+    return ".".join(parts)
+
+
 def _pct_label(p: float) -> str:
     return f"{p:g}%"
 
@@ -347,12 +360,13 @@ def stansummary_main(argv: list[str]) -> int:
     # console table
     cells = [[_fmt(v, sig if sig_figs is not None else 3) for v in row] for row in stats]
     width = [max(len(c), *(len(r[k]) for r in cells)) if cells else len(c) for k, c in enumerate(cols)]
-    name_w = max([len(h) for h in header] + [4])
+    names = [munge_name(h) for h in header]
+    name_w = max([len(h) for h in names] + [4])
     out = sys.stdout
     for line in intro:
         out.write(line + "\n")
     out.write("\n" + " " * name_w + "  " + "  ".join(c.rjust(width[k]) for k, c in enumerate(cols)) + "\n\n")
-    for h, r in zip(header, cells):
+    for h, r in zip(names, cells):
         out.write(h.ljust(name_w) + "  " + "  ".join(v.rjust(width[k]) for k, v in enumerate(r)) + "\n")
     out.write("\n" + "\n".join(outro) + "\n")
 
@@ -363,7 +377,7 @@ def stansummary_main(argv: list[str]) -> int:
                     fh.write(f"# {line}\n" if line else "#\n")
                 fh.write("name," + ",".join(f'"{c}"' if "%" in c else c for c in cols) + "\n")
                 for h, row in zip(header, stats):
-                    fh.write(f'"{h}",' + ",".join(_fmt(v, sig) for v in row) + "\n")
+                    fh.write(f'"{munge_name(h)}",' + ",".join(_fmt(v, sig) for v in row) + "\n")
                 for line in outro:
                     fh.write(f"# {line}\n")
         except OSError as exc:

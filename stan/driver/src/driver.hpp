@@ -92,6 +92,7 @@ std::unique_ptr<std::ofstream> open_csv(const Context& c, const std::string& pat
 // chain_id >= 0 replaces the value of the `id` line (one file per chain).
 void write_config_header(const Context& c, std::ostream& o, long chain_id = -1);
 var_ctx_ptr load_var_context(const std::string& path);  // "" -> empty
+void write_config_json(const Context& c, const std::string& path);
 var_ctx_ptr init_context(const Context& c, unsigned int chain_id, int num_chains);
 bool file_exists(const std::string& path);
 

@@ -140,6 +140,14 @@ static int run(int argc, const char* argv[]) {
     return stan::services::error_codes::DATAERR;
   }
   c.model = model.get();
+  if (c.save_cmdstan_config) {
+    try {
+      write_config_json(c, suffixed_file(c.output_file, "_config", ".json"));
+    } catch (const std::exception& e) {
+      std::cerr << exception_text(e) << std::endl;
+      return 73;  // EX_CANTCREAT
+    }
+  }
 
   int rc = 0;
   try {

@@ -6,6 +6,61 @@
 #include <stan/callbacks/unique_stream_writer.hpp>
 #include <stan/io/ends_with.hpp>
 #include <stan/services/error_codes.hpp>
+#include <stan/model/grad_hess_log_prob.hpp>
+#include <stan/model/log_prob_grad.hpp>
+
+// Stan 2.39's stan::model::grad_hess_log_prob scales its finite differences by
+// epsilon/2 instead of 1/(2 epsilon), so the Hessian used by Newton's method is
+// ~1e6 times too small and every Newton step diverges to NaN. These explicit
+// specializations for the model type the driver uses (model_base) compute the
+// same 4th-order central differences of the gradient with the right scale; they
+// must be declared before newton.hpp instantiates newton_step.
+namespace stan {
+namespace model {
+namespace scribe_internal {
+template <bool jacobian>
+double grad_hess(const model_base& model, std::vector<double>& params_r, std::vector<int>& params_i,
+                 std::vector<double>& gradient, std::vector<double>& hessian, std::ostream* msgs) {
+  const double epsilon = 1e-3;
+  const double perturbations[4] = {-2 * epsilon, -epsilon, epsilon, 2 * epsilon};
+  const double coefficients[4] = {1.0 / 12.0, -2.0 / 3.0, 2.0 / 3.0, -1.0 / 12.0};
+  const size_t n = params_r.size();
+  double result = log_prob_grad<true, jacobian>(model, params_r, params_i, gradient, msgs);
+  hessian.assign(n * n, 0);
+  std::vector<double> temp_grad(n);
+  std::vector<double> perturbed(params_r.begin(), params_r.end());
+  for (size_t d = 0; d < n; ++d) {
+    for (int i = 0; i < 4; ++i) {
+      perturbed[d] = params_r[d] + perturbations[i];
+      log_prob_grad<true, jacobian>(model, perturbed, params_i, temp_grad);
+      // d(grad[dd])/d(theta[d]), symmetrised: half to H[d,dd] and half to H[dd,d]
+      const double w = coefficients[i] / (2 * epsilon);
+      for (size_t dd = 0; dd < n; ++dd) {
+        hessian[dd + d * n] += w * temp_grad[dd];
+        hessian[d + dd * n] += w * temp_grad[dd];
+      }
+    }
+    perturbed[d] = params_r[d];
+  }
+  return result;
+}
+}  // namespace scribe_internal
+
+template <>
+double grad_hess_log_prob<true, true, model_base>(const model_base& model, std::vector<double>& params_r,
+                                                  std::vector<int>& params_i, std::vector<double>& gradient,
+                                                  std::vector<double>& hessian, std::ostream* msgs) {
+  return scribe_internal::grad_hess<true>(model, params_r, params_i, gradient, hessian, msgs);
+}
+template <>
+double grad_hess_log_prob<true, false, model_base>(const model_base& model, std::vector<double>& params_r,
+                                                   std::vector<int>& params_i, std::vector<double>& gradient,
+                                                   std::vector<double>& hessian, std::ostream* msgs) {
+  return scribe_internal::grad_hess<false>(model, params_r, params_i, gradient, hessian, msgs);
+}
+}  // namespace model
+}  // namespace stan
+
 #include <stan/services/optimize/bfgs.hpp>
 #include <stan/services/optimize/laplace_sample.hpp>
 #include <stan/services/optimize/lbfgs.hpp>

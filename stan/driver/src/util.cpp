@@ -83,6 +83,74 @@ void write_config_header(const Context& c, std::ostream& o, long chain_id) {
   o.flush();
 }
 
+// --- save_cmdstan_config=1: the configuration as JSON -----------------------
+static std::string json_str(const std::string& v) {
+  std::string o = "\"";
+  for (char ch : v) {
+    if (ch == '"' || ch == '\\')
+      o += '\\';
+    if (ch == '\n') {
+      o += "\\n";
+      continue;
+    }
+    o += ch;
+  }
+  return o + "\"";
+}
+
+static void json_arg(const Arg& a, std::ostream& o, int depth);
+
+static void json_kids(const std::vector<Arg>& kids, std::ostream& o, int depth, bool first) {
+  for (const auto& k : kids) {
+    if (!first)
+      o << ",\n";
+    first = false;
+    json_arg(k, o, depth);
+  }
+}
+
+static void json_arg(const Arg& a, std::ostream& o, int depth) {
+  std::string ind(2 * depth, ' ');
+  if (a.kind == Arg::GROUP) {
+    o << ind << json_str(a.name) << ": {\n";
+    json_kids(a.kids, o, depth + 1, true);
+    o << "\n" << ind << "}";
+  } else if (a.kind == Arg::LIST) {
+    const Arg& opt = a.selected();
+    o << ind << json_str(a.name) << ": " << json_str(opt.name);
+    if (!opt.kids.empty()) {
+      o << ",\n" << ind << json_str(opt.name) << ": {\n";
+      json_kids(opt.kids, o, depth + 1, true);
+      o << "\n" << ind << "}";
+    }
+  } else {
+    o << ind << json_str(a.name) << ": ";
+    if (a.type == "bool")
+      o << (a.value == "1" ? "true" : "false");
+    else if (a.type == "string")
+      o << json_str(a.value);
+    else
+      o << a.value;
+  }
+}
+
+void write_config_json(const Context& c, const std::string& path) {
+  std::ofstream o(path);
+  if (!o.good())
+    throw std::runtime_error("Error: cannot open " + path + " for writing");
+  o << "{\n  \"stan_major_version\": " << json_str(stan::MAJOR_VERSION) << ",\n"
+    << "  \"stan_minor_version\": " << json_str(stan::MINOR_VERSION) << ",\n"
+    << "  \"stan_patch_version\": " << json_str(stan::PATCH_VERSION) << ",\n"
+    << "  \"model_name\": " << json_str(c.model->model_name()) << ",\n";
+  for (const auto& l : c.model->model_compile_info()) {
+    auto eq = l.find(" = ");
+    if (eq != std::string::npos)
+      o << "  " << json_str(l.substr(0, eq)) << ": " << json_str(l.substr(eq + 3)) << ",\n";
+  }
+  json_kids(c.root->kids, o, 1, true);
+  o << "\n}\n";
+}
+
 var_ctx_ptr load_var_context(const std::string& path) {
   if (path.empty())
     return std::make_shared<stan::io::empty_var_context>();
