@@ -256,6 +256,8 @@ def _print_result(summary: dict, fmt: str) -> None:
             ("compiled model", "cached" if summary["cached_model"] else "compiled")]
     rows += [(f"time {k} (s)", v) for k, v in summary["timings"].items()]
     rows += [(k, v) for k, v in summary["diagnostics"].items() if k not in ("problems",)]
+    rows += [(f"shrinkage {t}", f"{sh['scale']} = {sh['mean']:.3g} [{sh['q05']:.3g}, {sh['q95']:.3g}]: {sh['reading']}")
+             for t, sh in summary.get("shrinkage", {}).items()]
     width = max(len(str(k)) for k, _ in rows)
     for k, v in rows:
         click.echo(f"{str(k).ljust(width)}  {v:.4g}" if isinstance(v, float) else f"{str(k).ljust(width)}  {v}")
@@ -287,6 +289,9 @@ def summary(posterior, fmt, var_names):
         click.echo(f"diagnostics: {verdict}")
         click.echo(", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
                              for k, v in diag.items() if k not in ("ok", "problems")))
+        for target, sh in report["shrinkage"].items():
+            click.echo(f"shrinkage {target} ({sh['family']}): {sh['scale']} = {sh['mean']:.3g} "
+                       f"[{sh['q05']:.3g}, {sh['q95']:.3g}]; {sh['reading']}")
         with _pd_display():
             click.echo(table.to_string())
 

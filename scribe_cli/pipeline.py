@@ -14,6 +14,7 @@ from .cache import compile_program
 from .config import ModelConfig
 from .data import Counts
 from .diagnostics import convergence
+from .shrinkage import shrinkage
 from .fit import RunOptions, run_method
 from .idata import attach_attrs, check_output_path, to_inference_data, write_netcdf
 from .render import render, stan_data, variable_dims
@@ -30,6 +31,7 @@ class RunResult:
     cached_model: bool
     timings: dict = field(default_factory=dict)
     diagnostics: dict = field(default_factory=dict)
+    shrinkage: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         d = asdict(self)
@@ -65,6 +67,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         idata = to_inference_data(fit, opts.method, lambda arrays: variable_dims(config, arrays, data), coords,
                                   n_draws=opts.draws, seed=opts.seed)
         diagnostics = convergence(idata, opts.method, opts.max_treedepth)
+        shrink = shrinkage(idata.posterior)
         attach_attrs(idata, {
             "scribe_version": __version__,
             "stan_version": STAN_VERSION,
@@ -94,4 +97,5 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         cached_model=compiled.cached,
         timings={k: round(v, 3) for k, v in timings.items()},
         diagnostics=diagnostics,
+        shrinkage=shrink,
     )

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..diagnostics import convergence
 from ..errors import UserInputError
+from ..shrinkage import shrinkage
 
 
 def load_posterior(path: Path) -> az.InferenceData:
@@ -55,5 +56,6 @@ def summarize(idata: az.InferenceData, var_names: list[str] | None = None) -> di
         "config": attrs.get("config"),
         "dims": {k: int(v) for k, v in idata.posterior.sizes.items()},
         "diagnostics": convergence(idata, method, max_td),
+        "shrinkage": shrinkage(idata.posterior),
         "parameters": parameter_table(idata, var_names),
     }
