@@ -19,12 +19,17 @@ install: $(VENV)/.installed
 toolchain: install
 	$(BIN)/python -m scribe_cli.toolchain
 
+# NBDM with a gene-specific p (mean-disp): on the PBMC data a single shared p misfits the gene means
+# (see README); this one passes its posterior predictive checks.
 demo: toolchain
 	@mkdir -p out
-	$(BIN)/scribe run data/demo_pbmc_500genes.h5ad --model nbdm --seed 1 -o $(DEMO_OUT) --overwrite
+	$(BIN)/scribe run data/demo_pbmc_500genes.h5ad --model nbdm --parameterization mean-disp --seed 1 -o $(DEMO_OUT) --overwrite
+	$(BIN)/scribe summary $(DEMO_OUT) --var mu
+	$(BIN)/scribe ppc $(DEMO_OUT) data/demo_pbmc_500genes.h5ad -o out/demo_ppc
 	@echo ""
-	@echo "Posterior written to $(DEMO_OUT) (ArviZ InferenceData, NetCDF). Open it with:"
-	@echo "  $(BIN)/python -c \"import arviz as az; idata = az.from_netcdf('$(DEMO_OUT)'); print(az.summary(idata, var_names=['p']))\""
+	@echo "Posterior: $(DEMO_OUT) (ArviZ InferenceData, NetCDF); checks: out/demo_ppc.png and out/demo_ppc.tsv."
+	@echo "Open the posterior with:"
+	@echo "  $(BIN)/python -c \"import arviz as az; idata = az.from_netcdf('$(DEMO_OUT)'); print(idata.posterior)\""
 
 test: toolchain
 	$(BIN)/python -m pytest -q

@@ -292,14 +292,9 @@ def summary(posterior, fmt, var_names):
         for target, sh in report["shrinkage"].items():
             click.echo(f"shrinkage {target} ({sh['family']}): {sh['scale']} = {sh['mean']:.3g} "
                        f"[{sh['q05']:.3g}, {sh['q95']:.3g}]; {sh['reading']}")
-        with _pd_display():
-            click.echo(table.to_string())
-
-
-def _pd_display():
-    import pandas as pd
-
-    return pd.option_context("display.max_rows", 60, "display.width", 160)
+        click.echo(table.to_string(max_rows=40))
+        if len(table) > 40:
+            click.echo(f"({len(table)} rows; --format tsv lists them all)")
 
 
 @main.command()

@@ -240,8 +240,9 @@ def _likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool) -> dict:
     }
 
 
-def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = False) -> list[Block]:
-    """The template blocks of a configuration, in program order (check_loglik / dense: see render)."""
+def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = False,
+               prior_only: bool = False) -> list[Block]:
+    """The template blocks of a configuration, in program order (check_loglik / dense / prior_only: see render)."""
     pl = plan(config)
     likelihood = f"likelihoods/{pl.form}.stan.j2"
     lik_args = _likelihood_args(config, pl, check_loglik)
@@ -261,8 +262,9 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
         blocks.append(Block("params/bnb.stan.j2", derived))
     if pl.mix:
         blocks.append(Block("params/mixture.stan.j2", {}))
-    blocks.append(Block(likelihood, lik_args, only=("generated_quantities",) if dense else ("model", "generated_quantities")))
-    if dense:
+    blocks.append(Block(likelihood, lik_args,
+                        only=("generated_quantities",) if dense or prior_only else ("model", "generated_quantities")))
+    if dense and not prior_only:
         blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("model",)))
     if check_loglik:
         blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("generated_quantities",)))
@@ -304,18 +306,19 @@ def _notes(config: ModelConfig, pl: Plan) -> list[str]:
     return notes
 
 
-def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = False) -> str:
+def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = False, prior_only: bool = False) -> str:
     """The Stan program of a (validated) configuration.
 
     For tests and benchmarks only (the data then need ``counts_dense``: standata.stan_data(dense=True)):
     ``check_loglik`` adds generated quantities ``log_lik`` (the likelihood term the model block adds to
     target, same expression) and ``log_lik_dense`` (a plain loop of built-in lpmfs over the full matrix);
-    ``dense`` puts that dense loop in the model block instead of the fast likelihood.
+    ``dense`` puts that dense loop in the model block instead of the fast likelihood; ``prior_only`` leaves
+    the likelihood out of the model block (draws from the prior, for prior checks).
     """
     env = _env()
     pl = plan(config)
     parts: dict[str, list[str]] = {s: [] for s, _ in SECTIONS}
-    for blk in blocks_for(config, check_loglik, dense):
+    for blk in blocks_for(config, check_loglik, dense, prior_only):
         module = env.get_template(blk.template).module
         for s, _ in SECTIONS:
             if hasattr(module, s) and s not in blk.skip and (blk.only is None or s in blk.only):

@@ -9,9 +9,10 @@ small random sparse matrix with many zeros, an all-zero cell and an all-zero gen
 1e-8 relative. scipy (nbinom, betanbinom) recomputes the dense value from the printed parameters as an
 independent third check.
 
-Compiling costs ~10 s per program, so the configurations below are chosen to cover every likelihood
+Compiling costs ~10-20 s per program, so the configurations below are chosen to cover every likelihood
 form and every branch of its template (NB / BNB, zero inflation, scalar / gene-specific p, K = 1 / 2,
-capture via probability / odds) in nine programs, not the whole matrix.
+capture via probability / odds) in a dozen programs, not the whole matrix. tests/test_recovery.py fits
+some of the same programs (same text, so the compile cache serves them).
 """
 
 from __future__ import annotations
@@ -29,18 +30,21 @@ from scribe_cli.standata import sparse_stats, stan_data
 CASES = {
     # form: pairs
     "nbdm": dict(model="nbdm"),
+    "zinb_horseshoe": dict(model="zinb", gate_prior="horseshoe"),
+    "zinb_neg": dict(model="zinb", gate_prior="neg"),
+    "bnb": dict(model="nbdm", bnb=True, overdispersion_prior="horseshoe"),
     "zinb_bnb_meandisp": dict(model="zinb", parameterization="mean-disp", bnb=True, overdispersion_prior="neg",
                               gate_prior="gaussian"),
     # form: pairs_mixture
-    "zinb_mix_prob": dict(model="zinb", parameterization="mean-prob", components=2, prob_prior="neg", assignments=True),
-    "nbdm_mix_bnb": dict(model="nbdm", components=2, bnb=True, overdispersion_prior="horseshoe", unconstrained=True,
-                         expression_prior="horseshoe"),
+    "mix": dict(model="nbdm", components=2, assignments=True),
+    "zinb_mix_bnb": dict(model="zinb", parameterization="mean-prob", components=2, prob_prior="neg", bnb=True,
+                         overdispersion_prior="horseshoe", expression_prior="horseshoe", unconstrained=True),
     # form: capture_shared_p
-    "nbvcp_odds": dict(model="nbvcp", parameterization="mean-odds"),
-    "nbvcp_mix": dict(model="nbvcp", components=2, assignments=True),
+    "nbvcp": dict(model="nbvcp"),
+    "nbvcp_odds_mix": dict(model="nbvcp", parameterization="mean-odds", components=2, assignments=True),
     # form: capture_cells
     "nbvcp_meandisp": dict(model="nbvcp", parameterization="mean-disp"),
-    "zinbvcp_prob": dict(model="zinbvcp", parameterization="mean-prob", unconstrained=True),
+    "zinbvcp": dict(model="zinbvcp"),
     "zinbvcp_mix_bnb": dict(model="zinbvcp", components=2, bnb=True, overdispersion_prior="horseshoe",
                             gate_prior="neg", assignments=True),
 }

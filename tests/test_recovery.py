@@ -1,0 +1,258 @@
+"""Statistical checks of the rendered models: parameter recovery, prior draws, shrinkage.
+
+Recovery: data simulated with a fixed seed from each model (NBDM, ZINB with a hierarchical gate prior,
+NBVCP, ZINBVCP, a 2-component mixture, BNB tails), fitted with NUTS (every model here is small enough);
+the 90% posterior intervals must cover the true gene parameters at about their nominal rate.
+
+Why a binomial tolerance: where the truth is drawn from the model's prior, a correct implementation covers
+each parameter with probability 0.9 on average, so the number covered out of n is about Binomial(n, 0.9).
+Coverage events of different genes are positively correlated (they share p, capture, weights), which
+widens the spread, so we only refuse counts outside the binomial's central 99.8% (0.1% in each tail):
+what fails that is a real miscalibration (a wrong likelihood term, transform or prior), not bad luck.
+Where the truth is not drawn from the prior (shrinkage scenarios) only identified quantities (gene means)
+are checked, which the data dominate.
+
+The programs are those of tests/test_likelihoods.py (rendered with check_loglik=True, same text), so the
+compile cache serves them to both files.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy import stats
+
+from scribe_cli.config import ModelConfig, validate
+from scribe_cli.render import render
+from scribe_cli.standata import stan_data
+
+from test_likelihoods import CASES
+
+pytestmark = pytest.mark.slow
+
+LEVEL = 0.9
+
+
+def _program(compile_stan, name):
+    config = validate(ModelConfig(**CASES[name]))
+    return config, compile_stan(render(config, check_loglik=True), name=f"lik_{name}")
+
+
+def _nuts(model, config, X, tmp_path, seed=1, warmup=400, draws=400, chains=4, **kw):
+    fit = model.sample(data=stan_data(config, sp.csr_matrix(X), dense=True), chains=chains, parallel_chains=2,
+                       iter_warmup=warmup, iter_sampling=draws, seed=seed, output_dir=str(tmp_path),
+                       show_progress=False, **kw)
+    divergences = int(np.sum(fit.method_variables()["divergent__"]))
+    assert divergences <= 0.01 * chains * draws, f"{divergences} divergent transitions"
+    return fit.stan_variables()
+
+
+def _covered(draws: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    draws = draws.reshape(draws.shape[0], -1)
+    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)
+    truth = np.asarray(truth).reshape(-1)
+    return (lo <= truth) & (truth <= hi)
+
+
+def _assert_coverage(draws, truth, what):
+    covered = _covered(draws, truth)
+    n, k = covered.size, int(covered.sum())
+    low, high = stats.binom.ppf(0.001, n, LEVEL), stats.binom.ppf(0.999, n, LEVEL)
+    assert low <= k <= high, f"{what}: {k}/{n} inside the {LEVEL:.0%} intervals, expected {low:.0f}..{high:.0f}"
+
+
+def _nb(rng, mean, r):
+    """NB(mean, size r) draws (numpy's negative_binomial counts failures with success probability r / (r + mean))."""
+    return rng.negative_binomial(r, r / (r + mean))
+
+
+# --- recovery -----------------------------------------------------------------------------------------
+
+def test_recovery_nbdm(compile_stan, tmp_path):
+    """Truth from the priors: p ~ Beta(1, 1), r_g ~ LogNormal(0, 1)."""
+    rng = np.random.default_rng(101)
+    C, G = 300, 40
+    p = rng.beta(1, 1)
+    r = rng.lognormal(0, 1, G)
+    mu = r * p / (1 - p)
+    X = _nb(rng, np.broadcast_to(mu, (C, G)), r)
+    config, model = _program(compile_stan, "nbdm")
+    post = _nuts(model, config, X, tmp_path)
+    _assert_coverage(post["mu"], mu, "NBDM mu")
+    _assert_coverage(post["r"], r, "NBDM r")
+    assert _covered(post["p"][:, None], [p])[0] or abs(post["p"].mean() - p) < 0.05
+
+
+def test_recovery_zinb_hierarchical_gate(compile_stan, tmp_path):
+    """ZINB with the horseshoe gate prior (NUTS): gene means are recovered whatever the gates."""
+    rng = np.random.default_rng(102)
+    C, G = 300, 40
+    p = 0.6
+    r = rng.lognormal(0, 1, G)
+    mu = r * p / (1 - p)
+    gate = np.zeros(G)
+    gate[:4] = 0.4
+    X = _nb(rng, np.broadcast_to(mu, (C, G)), r) * (rng.uniform(size=(C, G)) >= gate)
+    config, model = _program(compile_stan, "zinb_horseshoe")
+    post = _nuts(model, config, X, tmp_path, adapt_delta=0.95)
+    _assert_coverage(post["mu"], mu, "ZINB mu")
+
+
+def test_recovery_bnb(compile_stan, tmp_path):
+    """BNB tails with the horseshoe on omega: most genes NB, four heavy-tailed ones; the BNB keeps the NB
+    mean (mean-preserving alpha), so gene means are recovered for both kinds."""
+    rng = np.random.default_rng(103)
+    C, G = 300, 30
+    p = 0.5
+    r = rng.lognormal(0, 0.7, G)
+    mu = r * p / (1 - p)
+    omega = np.full(G, 1e-4)
+    omega[:4] = 1.0
+    kappa = 2 + (r + 1) / omega
+    alpha = (kappa - 1) * mu / r
+    p_cell = rng.beta(kappa, alpha, size=(C, G))  # BNB = NB whose success probability is Beta(kappa, alpha)
+    X = rng.negative_binomial(np.broadcast_to(r, (C, G)), p_cell)
+    config, model = _program(compile_stan, "bnb")
+    post = _nuts(model, config, X, tmp_path, adapt_delta=0.95)
+    _assert_coverage(post["mu"], mu, "BNB mu")
+    # the heavy-tailed genes escape the shrinkage towards the NB limit
+    assert np.median(post["omega"][:, :4]) > 10 * np.median(post["omega"][:, 4:])
+
+
+def test_recovery_nbvcp(compile_stan, tmp_path):
+    """Truth from the priors. mu and capture are not separately identified (only their product), so the
+    identified quantities are checked: r_g and each cell's p_hat = p nu / (1 - p (1 - nu))."""
+    rng = np.random.default_rng(104)
+    C, G = 200, 30
+    p = rng.beta(1, 1)
+    r = rng.lognormal(0, 1, G)
+    nu = rng.beta(1, 1, C)
+    mu = r * p / (1 - p)
+    X = _nb(rng, nu[:, None] * mu[None, :], r)
+    config, model = _program(compile_stan, "nbvcp")
+    post = _nuts(model, config, X, tmp_path)
+    _assert_coverage(post["r"], r, "NBVCP r")
+    p_d, nu_d = post["p"][:, None], post["capture"]
+    p_hat_draws = p_d * nu_d / (1 - p_d * (1 - nu_d))
+    _assert_coverage(p_hat_draws, p * nu / (1 - p * (1 - nu)), "NBVCP p_hat")
+
+
+def test_recovery_zinbvcp(compile_stan, tmp_path):
+    """Truth from the priors (gate ~ Beta(1, 9)); r_g and the gates are identified."""
+    rng = np.random.default_rng(105)
+    C, G = 200, 25
+    p = rng.beta(1, 1)
+    r = rng.lognormal(0, 1, G)
+    nu = rng.beta(1, 1, C)
+    gate = rng.beta(1, 9, G)
+    mu = r * p / (1 - p)
+    X = _nb(rng, nu[:, None] * mu[None, :], r) * (rng.uniform(size=(C, G)) >= gate)
+    config, model = _program(compile_stan, "zinbvcp")
+    post = _nuts(model, config, X, tmp_path)
+    _assert_coverage(post["r"], r, "ZINBVCP r")
+    _assert_coverage(post["gate"], gate, "ZINBVCP gate")
+
+
+def test_recovery_mixture(compile_stan, tmp_path):
+    """Two components, truth from the priors (weights Dirichlet(1, 1), ordered; r_gk ~ LogNormal(0, 1));
+    the ordering constraint labels the smaller component 1."""
+    rng = np.random.default_rng(106)
+    C, G, K = 300, 30, 2
+    weights = np.sort(rng.dirichlet([1, 1]))
+    p = rng.beta(1, 1)
+    r = rng.lognormal(0, 1, (G, K))
+    mu = r * p / (1 - p)
+    label = rng.choice(K, size=C, p=weights)
+    X = _nb(rng, mu.T[label], r.T[label])
+    config, model = _program(compile_stan, "mix")
+    post = _nuts(model, config, X, tmp_path)
+    _assert_coverage(post["mu"], mu, "mixture mu")
+    _assert_coverage(post["weights"], weights, "mixture weights")
+    assigned = post["assignment_prob"].mean(axis=0).argmax(axis=1)
+    assert np.mean(assigned == label) > 0.9
+
+
+# --- prior checks -------------------------------------------------------------------------------------
+
+# Three programs put every family on every target (overdispersion allows horseshoe and neg only).
+PRIOR_PROGRAMS = [
+    dict(prob_prior="gaussian", expression_prior="horseshoe", gate_prior="neg", overdispersion_prior="horseshoe"),
+    dict(prob_prior="horseshoe", expression_prior="neg", gate_prior="gaussian", overdispersion_prior="neg"),
+    dict(prob_prior="neg", expression_prior="gaussian", gate_prior="horseshoe", overdispersion_prior="horseshoe"),
+]
+# target -> (parameter, link, centre sampler, Gaussian s_raw (mean, sd)) from priors.md
+TARGETS = {
+    "prob": ("p", "logit", lambda rng, n: rng.normal(0, 1, n), (0, 0.5)),
+    "expression": ("r", "log", lambda rng, n: rng.normal(0, 1, n), (-2, 0.5)),  # log r_pop ~ N(0, 1): lognormal(0, 1)
+    "gate": ("gate", "logit", lambda rng, n: rng.normal(-5, 1, n), (-2, 0.5)),
+    "overdispersion": ("omega", "log", lambda rng, n: rng.normal(-5, 1, n), (-2, 0.5)),
+}
+HYPER = dict(horseshoe_tau0=1.0, slab_df=4.0, slab_scale=2.0, neg_u=1.0, neg_a=1.0, neg_tau=1.0)
+
+
+def _spec_draws(family, target, rng, n):
+    """The spec's generative process (priors.md) for one element: (link-scale value, scale variable)."""
+    centre = TARGETS[target][2](rng, n)
+    z = rng.normal(size=n)
+    if family == "gaussian":
+        m, s = TARGETS[target][3]
+        scale = np.log1p(np.exp(rng.normal(m, s, n)))
+        return centre + scale * z, scale
+    if family == "horseshoe":
+        tau = np.abs(stats.cauchy.rvs(scale=HYPER["horseshoe_tau0"], size=n, random_state=rng))
+        lam = np.abs(stats.cauchy.rvs(size=n, random_state=rng))
+        df, s = HYPER["slab_df"], HYPER["slab_scale"]
+        c2 = stats.invgamma.rvs(df / 2, scale=df * s**2 / 2, size=n, random_state=rng)
+        lam_tilde = np.sqrt(c2) * lam / np.sqrt(c2 + tau**2 * lam**2)
+        return centre + tau * lam_tilde * z, tau
+    zeta = rng.gamma(HYPER["neg_a"], 1 / HYPER["neg_tau"], n)  # numpy's gamma takes a scale = 1 / rate
+    psi = rng.gamma(HYPER["neg_u"], 1 / zeta)
+    return centre + np.sqrt(psi) * z, psi
+
+
+@pytest.mark.parametrize("priors", PRIOR_PROGRAMS, ids=["program1", "program2", "program3"])
+def test_prior_draws_match_spec(priors, compile_stan, tmp_path):
+    """Draws of the rendered prior (likelihood left out) against numpy draws of the spec's process, per target:
+    the link-scale value of one element and the family's scale variable, by a two-sample KS test."""
+    config = validate(ModelConfig(model="zinb", components=2, bnb=True, **priors))
+    model = compile_stan(render(config, prior_only=True), name="prior_check")
+    data = stan_data(config, sp.csr_matrix(np.array([[1, 0, 2]])))
+    fit = model.sample(data=data, chains=4, parallel_chains=2, iter_warmup=1000, iter_sampling=4000, thin=8, seed=7,
+                       adapt_delta=0.99, output_dir=str(tmp_path), show_progress=False)
+    post = fit.stan_variables()
+    rng = np.random.default_rng(8)
+    for target, family in config.hierarchical().items():
+        name, link, _, _ = TARGETS[target]
+        value = post[name][:, 0, 0]
+        stan_theta = np.log(value / (1 - value)) if link == "logit" else np.log(value)
+        scale_name = {"gaussian": f"{target}_sigma", "horseshoe": f"{target}_tau", "neg": f"{target}_psi"}[family]
+        stan_scale = post[scale_name].reshape(post[scale_name].shape[0], -1)[:, 0]
+        spec_theta, spec_scale = _spec_draws(family, target, rng, 100_000)
+        for what, a, b in ((f"{link}({name})", stan_theta, spec_theta), (scale_name, stan_scale, spec_scale)):
+            pval = stats.ks_2samp(a[np.isfinite(a)], b).pvalue
+            assert pval > 1e-3, f"{target} ({family}) {what}: KS p = {pval:.2g}"
+
+
+# --- shrinkage ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["zinb_horseshoe", "zinb_neg"])
+def test_gate_shrinkage(name, compile_stan, tmp_path):
+    """40 genes, 4 with structural zeros (gate 0.5), 36 without. What we expect, and why: the zeros of a null
+    gene are explained by the NB alone, so its gate is pulled to the population centre (sigmoid(-5) ~ 0.7%)
+    and the 36 null gates end up together near zero; the 4 ZI genes have far more zeros than their NB can
+    produce, which the local scales let them explain by escaping the shrinkage: their gates stay near 0.5."""
+    rng = np.random.default_rng(107)
+    C, G = 400, 40
+    p = 0.5
+    r = rng.lognormal(0.5, 0.5, G)
+    mu = r * p / (1 - p)
+    gate = np.zeros(G)
+    gate[:4] = 0.5
+    X = _nb(rng, np.broadcast_to(mu, (C, G)), r) * (rng.uniform(size=(C, G)) >= gate)
+    config, model = _program(compile_stan, name)
+    post = _nuts(model, config, X, tmp_path, adapt_delta=0.95)
+    g = post["gate"].mean(axis=0)
+    assert np.all(g[4:] < 0.05) and np.median(g[4:]) < 0.02, g[4:]
+    assert np.all(g[:4] > 0.3), g[:4]
+    _assert_coverage(post["gate"][:, :4], gate[:4], "ZI genes' gates")
