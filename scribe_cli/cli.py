@@ -102,7 +102,8 @@ def render(output, **model_kw):
 # Options of `run` that are not part of the model configuration (the rest go to _model_config).
 _RUN_KEYS = ("input_file", "output", "overwrite", "layer", "stan_file", "method", "chains", "parallel_chains",
              "threads_per_chain", "warmup", "draws", "seed", "init", "adapt_delta", "max_treedepth", "strict", "quiet",
-             "verbose", "genes", "min_cells", "top_genes", "min_counts", "output_format", "float32")
+             "verbose", "genes", "min_cells", "top_genes", "min_counts", "output_format", "float32", "log_lik",
+             "prior_draws", "ppc_draws")
 
 
 def _load_config_file(ctx, _param, value):
@@ -158,6 +159,13 @@ def _load_config_file(ctx, _param, value):
 @click.option("--adapt-delta", type=float, default=0.8, show_default=True, help="NUTS target acceptance rate.")
 @click.option("--max-treedepth", type=int, default=10, show_default=True, help="NUTS maximum tree depth.")
 @click.option("--float32", is_flag=True, help="Store cell-level arrays as float32 (halves large outputs).")
+@click.option("--log-lik", is_flag=True,
+              help="Add a log_likelihood group: log_lik per cell and draw (computed in Stan), for arviz.loo.")
+@click.option("--prior-draws", type=int, default=0, show_default=True,
+              help="Add a prior group: N NUTS draws per chain of the prior (same program without the likelihood); 0 = off.")
+@click.option("--ppc-draws", type=int, default=0, show_default=True,
+              help="Add posterior_predictive (replicated per-gene mean, variance, zero fraction at N draws per chain, "
+                   "evenly thinned) and observed_data groups; 0 = off.")
 @click.option("--format", "output_format", type=click.Choice(["json", "table"]), default="json", show_default=True,
               help="Stdout: one JSON object, or a human-readable table.")
 @click.option("--strict", is_flag=True, help="Exit 3 when convergence diagnostics fail.")
@@ -213,7 +221,7 @@ def _watch_sigint() -> list:
 
 def _run(config: ModelConfig, *, input_file, output, overwrite, layer, stan_file, method, chains, parallel_chains,
          threads_per_chain, warmup, draws, seed, init, adapt_delta, max_treedepth, strict, quiet, verbose, genes,
-         min_cells, top_genes, min_counts, output_format, float32):
+         min_cells, top_genes, min_counts, output_format, float32, log_lik, prior_draws, ppc_draws):
     from .cache import check_user_program
     from .data import read_counts, select
     from .idata import check_output_path
@@ -226,6 +234,8 @@ def _run(config: ModelConfig, *, input_file, output, overwrite, layer, stan_file
         warmup=warmup, draws=draws, seed=seed, init=init, adapt_delta=adapt_delta, max_treedepth=max_treedepth,
         show_progress=not quiet,
     ).validate()
+    if prior_draws < 0 or ppc_draws < 0:
+        raise UserInputError("--prior-draws and --ppc-draws must be 0 (off) or more")
     program = check_user_program(stan_file) if stan_file else None
     if output is None:
         output = input_file.with_name(f"{input_file.name.removesuffix('.h5ad').removesuffix('.h5')}.{config.model}.{method}.nc")
@@ -234,7 +244,8 @@ def _run(config: ModelConfig, *, input_file, output, overwrite, layer, stan_file
     counts = select(counts, genes_file=genes, min_cells=min_cells, top_genes=top_genes, min_counts=min_counts)
     log.info("data: %d cells x %d genes (%d non-zero) from %s", counts.n_cells, counts.n_genes, counts.X.nnz, input_file)
     return run_pipeline(counts, config, opts, output, overwrite=overwrite, program=program, float32=float32,
-                        command_line=shlex.join(["scribe"] + sys.argv[1:]))
+                        command_line=shlex.join(["scribe"] + sys.argv[1:]), log_lik=log_lik,
+                        prior_draws=prior_draws, ppc_draws=ppc_draws)
 
 
 def _config_toml(values: dict) -> str:

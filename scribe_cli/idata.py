@@ -33,13 +33,35 @@ def posterior_arrays(fit, method: str) -> dict[str, np.ndarray]:
 
 
 def to_inference_data(fit, method: str, dims_of, coords: dict[str, list], *, n_draws: int | None = None,
-                      seed: int = 0) -> az.InferenceData:
+                      seed: int = 0, log_likelihood: str | None = None) -> az.InferenceData:
     """Build InferenceData; ``dims_of(arrays)`` names each variable's non-(chain, draw) axes.
 
     Pathfinder's raw draws come from the approximation: they are PSIS-resampled here to ``n_draws``
     draws of the target (as Stan's own psis_resample does), and the Pareto k of the raw importance
     ratios is kept in ``sample_stats.attrs["pareto_k"]``.
+
+    ``log_likelihood``: the name of a Stan variable (``log_lik``) moved from the posterior to a
+    ``log_likelihood`` group (for arviz.loo), when the program has it.
     """
+    idata = _to_inference_data(fit, method, dims_of, coords, n_draws=n_draws, seed=seed)
+    if log_likelihood and log_likelihood in idata.posterior:
+        ll = idata.posterior[[log_likelihood]]
+        idata.posterior = idata.posterior.drop_vars(log_likelihood)
+        idata.add_groups(log_likelihood=ll)
+    return idata
+
+
+def prior_inference_data(fit, dims_of, coords: dict[str, list]) -> az.InferenceData:
+    """NUTS draws of the prior program (render(prior_only=True)) as groups ``prior`` and ``sample_stats_prior``,
+    with the posterior's dims and coords."""
+    arrays = posterior_arrays(fit, "nuts")
+    dims = dims_of(arrays)
+    used = {d for ds in dims.values() for d in ds}
+    return az.from_cmdstanpy(prior=fit, coords={k: v for k, v in coords.items() if k in used}, dims=dims)
+
+
+def _to_inference_data(fit, method: str, dims_of, coords: dict[str, list], *, n_draws: int | None = None,
+                       seed: int = 0) -> az.InferenceData:
     arrays = posterior_arrays(fit, method)
     dims = dims_of(arrays)
     if method == "nuts":

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
+import xarray as xr
 
 from . import __version__
 from .cache import compile_program
@@ -16,7 +20,8 @@ from .data import Counts
 from .diagnostics import convergence
 from .shrinkage import shrinkage
 from .fit import RunOptions, run_method
-from .idata import attach_attrs, check_output_path, to_inference_data, write_netcdf
+from .errors import UserInputError
+from .idata import attach_attrs, check_output_path, prior_inference_data, to_inference_data, write_netcdf
 from .render import render, stan_data, variable_dims
 from .toolchain import STAN_VERSION, stanc_version, use_toolchain
 
@@ -32,6 +37,7 @@ class RunResult:
     timings: dict = field(default_factory=dict)
     diagnostics: dict = field(default_factory=dict)
     shrinkage: dict = field(default_factory=dict)
+    groups: list = field(default_factory=list)
 
     def summary(self) -> dict:
         d = asdict(self)
@@ -40,13 +46,20 @@ class RunResult:
 
 
 def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, overwrite: bool = False,
-        program: str | None = None, command_line: str = "", float32: bool = False) -> RunResult:
+        program: str | None = None, command_line: str = "", float32: bool = False, log_lik: bool = False,
+        prior_draws: int = 0, ppc_draws: int = 0) -> RunResult:
+    """Optional groups: ``log_lik`` adds ``log_likelihood`` (per-cell log likelihood computed in Stan's
+    generated quantities); ``prior_draws`` N > 0 adds ``prior`` and ``sample_stats_prior`` (NUTS on the
+    prior-only program, N draws per chain); ``ppc_draws`` N > 0 adds ``posterior_predictive`` (replicated
+    per-gene statistics at N draws per chain, evenly thinned) and ``observed_data``."""
     check_output_path(output, overwrite)
+    _check_groups(program, log_lik, prior_draws, ppc_draws)
     timings: dict[str, float] = {}
 
     t = time.monotonic()
-    program = program if program is not None else render(config)
-    data = stan_data(config, counts)
+    user_program = program is not None
+    program = program if user_program else render(config, log_lik=log_lik)
+    data = stan_data(config, counts, log_lik=log_lik)
     timings["render"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -62,11 +75,31 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         fit = run_method(compiled.model, data, opts, workdir)
         timings["sample"] = time.monotonic() - t
 
-        t = time.monotonic()
         coords = {"gene": counts.genes, "cell": counts.cells}
-        idata = to_inference_data(fit, opts.method, lambda arrays: variable_dims(config, arrays, data), coords,
-                                  n_draws=opts.draws, seed=opts.seed)
+        if "K" in data:
+            coords["component"] = list(range(data["K"]))
+        dims_of = lambda arrays: variable_dims(config, arrays, data)  # noqa: E731
+        prior = None
+        if prior_draws > 0:
+            t = time.monotonic()
+            prior = _sample_prior(config, counts, opts, prior_draws, workdir / "prior", dims_of, coords)
+            timings["prior"] = time.monotonic() - t
+
+        t = time.monotonic()
+        idata = to_inference_data(fit, opts.method, dims_of, coords, n_draws=opts.draws, seed=opts.seed,
+                                  log_likelihood="log_lik" if log_lik else None)
+        if log_lik and "log_likelihood" not in idata.groups():
+            raise UserInputError("the program has no generated quantity 'log_lik'; --log-lik needs a vector[C] "
+                                 "log_lik in generated quantities")
         diagnostics = convergence(idata, opts.method, opts.max_treedepth)
+        if prior is not None:
+            idata.extend(prior)
+        build_s = time.monotonic() - t
+        if ppc_draws > 0:
+            t = time.monotonic()
+            _add_ppc(idata, counts, ppc_draws, opts.seed)
+            timings["ppc"] = time.monotonic() - t
+        t = time.monotonic() - build_s  # "write" = building the InferenceData + writing it
         shrink = shrinkage(idata.posterior)
         attach_attrs(idata, {
             "scribe_version": __version__,
@@ -85,6 +118,8 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
             "n_cells": counts.n_cells,
             "n_genes": counts.n_genes,
             "selection": counts.selection,
+            "output_groups": {"log_likelihood": bool(log_lik), "prior_draws": int(prior_draws),
+                              "ppc_draws": int(ppc_draws), "groups": list(idata.groups())},
         })
         write_netcdf(idata, output, float32=float32)
         timings["write"] = time.monotonic() - t
@@ -98,4 +133,48 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         timings={k: round(v, 3) for k, v in timings.items()},
         diagnostics=diagnostics,
         shrinkage=shrink,
+        groups=list(idata.groups()),
     )
+
+
+def _check_groups(program: str | None, log_lik: bool, prior_draws: int, ppc_draws: int) -> None:
+    """Refuse requests that could only fail after sampling."""
+    if prior_draws < 0 or ppc_draws < 0:
+        raise UserInputError("--prior-draws and --ppc-draws must be 0 (off) or more")
+    if program is None:
+        return
+    if prior_draws > 0:
+        raise UserInputError("--prior-draws needs a rendered program (its prior-only version); drop --stan-file "
+                             "or --prior-draws")
+    if log_lik and not re.search(r"\blog_lik\b", program):
+        raise UserInputError("--log-lik with --stan-file needs a generated quantity 'vector[C] log_lik' in the "
+                             "program; add it or drop --log-lik")
+
+
+def _sample_prior(config: ModelConfig, counts: Counts, opts: RunOptions, n_draws: int, workdir: Path, dims_of,
+                  coords: dict):
+    """NUTS on the same configuration without the likelihood (same chains and seed), through the same cache."""
+    program = render(config, prior_only=True)
+    compiled = compile_program(program, name=f"{config.model}_prior")
+    log.info("prior model %s (%s); sampling %d prior draws per chain", compiled.key,
+             "cached" if compiled.cached else f"compiled in {compiled.seconds:.1f} s", n_draws)
+    workdir.mkdir(parents=True, exist_ok=True)
+    prior_opts = replace(opts, method="nuts", draws=n_draws, init="random")
+    fit = run_method(compiled.model, stan_data(config, counts), prior_opts, workdir)
+    return prior_inference_data(fit, dims_of, coords)
+
+
+def _add_ppc(idata, counts: Counts, n_draws: int, seed: int) -> None:
+    """posterior_predictive: replicated per-gene statistics at n_draws draws per chain (evenly thinned;
+    the draw coordinate is the posterior draw used); observed_data: the observed statistics."""
+    from .reports.ppc import STATS, observed_stats, replicate_by_chain
+
+    rep, draws = replicate_by_chain(idata.posterior, counts, n_draws, seed=seed)
+    coords = {"chain": idata.posterior.coords["chain"].values, "draw": idata.posterior.coords["draw"].values[draws],
+              "gene": counts.genes}
+    pp = xr.Dataset({f"rep_{k}": (("chain", "draw", "gene"), rep[k]) for k in STATS}, coords=coords)
+    pp.attrs["draws"] = "posterior draws evenly thinned within each chain; draw = the posterior draw index"
+    obs = observed_stats(counts)
+    od = xr.Dataset({f"obs_{k}": (("gene",), np.asarray(obs[k].values, dtype=float)) for k in STATS},
+                    coords={"gene": counts.genes})
+    idata.add_groups(posterior_predictive=pp, observed_data=od)

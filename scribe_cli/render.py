@@ -219,7 +219,7 @@ def _hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_
     }
 
 
-def _likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool) -> dict:
+def _likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: bool = False) -> dict:
     if pl.p_scalar:
         rep = "rep_matrix({}, G, K)" if pl.mix else "rep_vector({}, G)"
         log_p, log1m_p = rep.format("log(p)"), rep.format("log1m(p)")
@@ -237,15 +237,17 @@ def _likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool) -> dict:
         "alpha": "(kappa - 1) .* mu ./ r",
         "assignments": config.assignments,
         "check_loglik": check_loglik,
+        "log_lik": log_lik,
     }
 
 
 def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = False,
-               prior_only: bool = False) -> list[Block]:
-    """The template blocks of a configuration, in program order (check_loglik / dense / prior_only: see render)."""
+               prior_only: bool = False, log_lik: bool = False) -> list[Block]:
+    """The template blocks of a configuration, in program order (check_loglik / dense / prior_only / log_lik:
+    see render)."""
     pl = plan(config)
     likelihood = f"likelihoods/{pl.form}.stan.j2"
-    lik_args = _likelihood_args(config, pl, check_loglik)
+    lik_args = _likelihood_args(config, pl, check_loglik, log_lik)
     blocks = [Block(likelihood, lik_args, skip=("model", "generated_quantities"))]
     dense_args = {"vcp": config.variable_capture, "bnb": config.bnb, "zi": config.zero_inflated, "mix": pl.mix,
                   "t": "matrix" if pl.mix else "vector"}
@@ -289,7 +291,7 @@ _COSTS = {
 }
 
 
-def _notes(config: ModelConfig, pl: Plan) -> list[str]:
+def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
     notes = [f"Parameterization {config.parameterization}: {_SAMPLED[config.parameterization]}."]
     if config.unconstrained:
         notes.append("Base priors (--unconstrained): normals on the link scale (logit / softplus), transformed.")
@@ -303,10 +305,14 @@ def _notes(config: ModelConfig, pl: Plan) -> list[str]:
         notes.append("Mixture: the component of each cell is marginalised; components are ordered by weight; "
                      "gene-level parameters are per component, p and phi (when scalar) and capture are shared.")
     notes.append(f"Likelihood cost: {_COSTS[pl.form]}.")
+    if log_lik:
+        notes.append("Generated quantities: log_lik, the log likelihood of each cell (full log pmf, components "
+                     "marginalised), for arviz.loo.")
     return notes
 
 
-def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = False, prior_only: bool = False) -> str:
+def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = False, prior_only: bool = False,
+           log_lik: bool = False) -> str:
     """The Stan program of a (validated) configuration.
 
     For tests and benchmarks only (the data then need ``counts_dense``: standata.stan_data(dense=True)):
@@ -314,11 +320,19 @@ def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = Fal
     target, same expression) and ``log_lik_dense`` (a plain loop of built-in lpmfs over the full matrix);
     ``dense`` puts that dense loop in the model block instead of the fast likelihood; ``prior_only`` leaves
     the likelihood out of the model block (draws from the prior, for prior checks).
+
+    ``log_lik`` (`scribe run --log-lik`) adds the generated quantity ``log_lik``, a vector[C]: each cell's
+    log likelihood (sum over genes of the full log pmf, log(u!) included, mixture components marginalised),
+    at the cost of the likelihood form (pair forms: one log P(0) sum per draw plus the cell's non-zeros).
+    The pair forms then need the cells x pairs CSR in the data (standata.stan_data(log_lik=True)).
+    It cannot be combined with ``check_loglik``, whose scalar quantity has the same name.
     """
+    if log_lik and check_loglik:
+        raise ValueError("render: log_lik and check_loglik both define a generated quantity 'log_lik'")
     env = _env()
     pl = plan(config)
     parts: dict[str, list[str]] = {s: [] for s, _ in SECTIONS}
-    for blk in blocks_for(config, check_loglik, dense, prior_only):
+    for blk in blocks_for(config, check_loglik, dense, prior_only, log_lik):
         module = env.get_template(blk.template).module
         for s, _ in SECTIONS:
             if hasattr(module, s) and s not in blk.skip and (blk.only is None or s in blk.only):
@@ -330,7 +344,7 @@ def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = Fal
         title=_title(config),
         version=__version__,
         config_line=config.describe(program_only=True),
-        notes=_notes(config, pl),
+        notes=_notes(config, pl, log_lik),
         sections=sections,
     )
     return _tidy(text)
@@ -369,15 +383,28 @@ def _tidy(text: str) -> str:
     return "\n".join(out).strip() + "\n"
 
 
-def stan_data(config: ModelConfig, counts) -> dict:
+def stan_data(config: ModelConfig, counts, log_lik: bool = False) -> dict:
     """The data dict for a rendered program (see scribe_cli.standata)."""
     from .standata import stan_data as _stan_data
 
-    return _stan_data(config, counts)
+    return _stan_data(config, counts, log_lik=log_lik)
 
 
 def data_summary(data: dict) -> dict:
     return {k: (len(v) if isinstance(v, (list, np.ndarray)) else v) for k, v in data.items()}
+
+
+# Variables whose axes are known by name (docs/models.md), used when their sizes match the data's.
+_KNOWN_DIMS = {
+    "log_lik": ("cell",),
+    "capture": ("cell",),
+    "capture_odds": ("cell",),
+    "capture_raw": ("cell",),
+    "capture_odds_raw": ("cell",),
+    "assignment_prob": ("cell", "component"),
+    "weights": ("component",),
+    "weights_raw": ("component",),
+}
 
 
 def variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, list[str]]:
@@ -390,9 +417,16 @@ def variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, li
     sizes = [("gene", data["G"]), ("cell", data["C"])]
     if "K" in data:
         sizes.append(("component", data["K"]))
+    if "D" in data:  # multi-dataset programs (one axis per dataset)
+        sizes.append(("dataset", data["D"]))
+    size_of = dict(sizes)
     dims: dict[str, list[str]] = {}
     for name, value in arrays.items():
         shape = np.shape(value)[2:]  # drop the chain and draw axes
+        known = _KNOWN_DIMS.get(name)
+        if known and len(known) == len(shape) and all(size_of.get(d) == n for d, n in zip(known, shape)):
+            dims[name] = list(known)  # per-cell quantities stay on `cell` even when C == G
+            continue
         names: list[str] = []
         for i, size in enumerate(shape):
             for dim, n in sizes:

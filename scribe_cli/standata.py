@@ -10,6 +10,9 @@ needs depends on its likelihood form (render.likelihood_form):
 | capture_shared_p  | pairs + cell_total (library sizes) [+ nz_pair, cell_start for mixtures] |
 | capture_cells     | the CSR matrix itself: nz_gene, nz_count, cell_start                  |
 
+With ``log_lik`` (the per-cell log likelihood of `scribe run --log-lik`) pairs and capture_shared_p also get
+nz_pair and cell_start (the other forms have them, or the CSR matrix, already).
+
 plus C, G (and K for mixtures), ``prior_<name>`` (two numbers) for every base prior the program samples
 from, and the horseshoe / NEG hyperparameters when a hierarchical prior of that family is used. Indices
 are 1-based, as Stan's.
@@ -64,11 +67,13 @@ def sparse_stats(X: sp.csr_matrix) -> SparseStats:
     )
 
 
-def stan_data(config: ModelConfig, counts, dense: bool = False) -> dict:
+def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = False) -> dict:
     """The data dict for the program ``render(config)`` (``counts``: a data.Counts or a CSR matrix).
 
     ``dense`` adds the full matrix ``counts_dense`` for the reference programs of render(check_loglik=True
-    or dense=True); only for tests and benchmarks on small matrices.
+    or dense=True); only for tests and benchmarks on small matrices. ``log_lik`` adds what the per-cell
+    log likelihood of render(log_lik=True) needs: the cells x pairs CSR (nz_pair, cell_start) for the pair
+    forms that do not have it already (the mixtures and capture_cells do).
     """
     X = counts.X if hasattr(counts, "X") else counts
     C, G = X.shape
@@ -82,7 +87,7 @@ def stan_data(config: ModelConfig, counts, dense: bool = False) -> dict:
                     pair_weight=stats.pair_weight.astype(float))
     if form == "capture_shared_p":
         data["cell_total"] = stats.cell_total.astype(float)
-    if form == "pairs_mixture" or (form == "capture_shared_p" and config.mixture):
+    if form == "pairs_mixture" or (form == "capture_shared_p" and (config.mixture or log_lik)) or (form == "pairs" and log_lik):
         data.update(N=int(stats.nz_pair.size), nz_pair=stats.nz_pair, cell_start=stats.cell_start)
     if form == "capture_cells":
         data.update(N=int(stats.nz_gene.size), nz_gene=stats.nz_gene, nz_count=stats.nz_count,

@@ -225,7 +225,8 @@ def test_prior_draws_match_spec(priors, compile_stan, tmp_path):
     for target, family in config.hierarchical().items():
         name, link, _, _ = TARGETS[target]
         value = post[name][:, 0, 0]
-        stan_theta = np.log(value / (1 - value)) if link == "logit" else np.log(value)
+        with np.errstate(divide="ignore"):  # a gate draw can round to 0 in the CSV: -inf, dropped below
+            stan_theta = np.log(value / (1 - value)) if link == "logit" else np.log(value)
         scale_name = {"gaussian": f"{target}_sigma", "horseshoe": f"{target}_tau", "neg": f"{target}_psi"}[family]
         stan_scale = post[scale_name].reshape(post[scale_name].shape[0], -1)[:, 0]
         spec_theta, spec_scale = _spec_draws(family, target, rng, 100_000)
@@ -241,11 +242,14 @@ def test_gate_shrinkage(name, compile_stan, tmp_path):
     """40 genes, 4 with structural zeros (gate 0.5), 36 without. What we expect, and why: the zeros of a null
     gene are explained by the NB alone, so its gate is pulled to the population centre (sigmoid(-5) ~ 0.7%)
     and the 36 null gates end up together near zero; the 4 ZI genes have far more zeros than their NB can
-    produce, which the local scales let them explain by escaping the shrinkage: their gates stay near 0.5."""
+    produce, which the local scales let them explain by escaping the shrinkage: their gates stay near 0.5.
+    The ZI genes get r = 4 (P_NB(0) = 1/16 at p = 1/2): with a small r an NB with a smaller r mimics the
+    extra zeros and no prior should then call the gene zero-inflated."""
     rng = np.random.default_rng(107)
     C, G = 400, 40
     p = 0.5
     r = rng.lognormal(0.5, 0.5, G)
+    r[:4] = 4.0
     mu = r * p / (1 - p)
     gate = np.zeros(G)
     gate[:4] = 0.5
@@ -253,6 +257,9 @@ def test_gate_shrinkage(name, compile_stan, tmp_path):
     config, model = _program(compile_stan, name)
     post = _nuts(model, config, X, tmp_path, adapt_delta=0.95)
     g = post["gate"].mean(axis=0)
-    assert np.all(g[4:] < 0.05) and np.median(g[4:]) < 0.02, g[4:]
+    # Null genes: with the flat base prior Beta(1, 9) instead (plain zinb), the same data give null gates with
+    # posterior means of median 0.047 and 90% quantile 0.09 (measured once); the hierarchies measured 0.012-0.013
+    # and 0.020-0.025. A single null gene may keep a few percent (chance excess zeros), hence the quantile.
+    assert np.median(g[4:]) < 0.02 and np.quantile(g[4:], 0.9) < 0.04, np.sort(g[4:])
     assert np.all(g[:4] > 0.3), g[:4]
     _assert_coverage(post["gate"][:, :4], gate[:4], "ZI genes' gates")

@@ -41,36 +41,83 @@ def _nb_sample(rng, mean, r):
     return rng.poisson(lam)
 
 
-def replicate_stats(post: xr.Dataset, counts: Counts, n_draws: int = 100, seed: int = 0,
-                    block_cells_genes: int = 5_000_000) -> dict[str, np.ndarray]:
-    """Replicated per-gene statistics: arrays (n_draws, G) for each of STATS."""
-    mu, r = _flat(post, "mu"), _flat(post, "r")
+def draw_parameters(post: xr.Dataset, counts: Counts) -> dict[str, np.ndarray]:
+    """The parameters replication needs, flattened over (chain, draw) (chain-major): mu, r (S, G) or
+    (S, G, K) for mixtures, and gate, capture (S, C), weights (S, K) when present."""
+    params = {k: _flat(post, k) for k in ("mu", "r", "gate", "capture", "weights")}
+    mu, r = params["mu"], params["r"]
     if mu is None or r is None:
         raise UserInputError("the posterior has no 'mu' and 'r' variables; ppc needs a posterior from `scribe run`")
-    if mu.ndim != 2:
-        raise UserInputError("ppc of mixture or multi-dataset posteriors is not supported yet; run it on a single-component fit")
-    gate = _flat(post, "gate")
-    capture = _flat(post, "capture")
-    S, G = mu.shape
-    if G != counts.n_genes:
-        raise UserInputError(f"the posterior has {G} genes but the data {counts.n_genes}; pass the data (and selection) the fit used")
-    C = counts.n_cells
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(S, size=min(n_draws, S), replace=False))
-    out = {k: np.empty((idx.size, G)) for k in STATS}
+    if mu.ndim == 3 and params["weights"] is None:
+        raise UserInputError("the posterior has per-component 'mu' but no 'weights'; ppc needs a posterior from `scribe run`")
+    if mu.ndim not in (2, 3) or r.shape != mu.shape:
+        raise UserInputError("ppc of multi-dataset posteriors is not supported yet; run it on a single-dataset fit")
+    if mu.shape[1] != counts.n_genes:
+        raise UserInputError(f"the posterior has {mu.shape[1]} genes but the data {counts.n_genes}; pass the data (and selection) the fit used")
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def simulate_stats(params: dict[str, np.ndarray], idx: np.ndarray, n_cells: int, rng: np.random.Generator,
+                   block_cells_genes: int = 5_000_000) -> dict[str, np.ndarray]:
+    """Replicated per-gene statistics at the draws ``idx`` of ``params`` (from draw_parameters): for each
+    draw a replicate count matrix of n_cells cells (a mixture component drawn per cell from the weights,
+    then NB with capture, then the zero-inflation gate), simulated gene block by gene block.
+    Returns arrays (len(idx), G) for each of STATS."""
+    mu, r = params["mu"], params["r"]
+    gate, capture, weights = params.get("gate"), params.get("capture"), params.get("weights")
+    C, G = n_cells, mu.shape[1]
+    mixture = mu.ndim == 3
+    out = {k: np.empty((len(idx), G)) for k in STATS}
     block = max(1, block_cells_genes // C)
     for i, s in enumerate(idx):
-        nu = capture[s][:, None] if capture is not None else 1.0
+        nu = capture[s][:, None] if capture is not None else np.ones((C, 1))
+        z = rng.choice(weights.shape[1], size=C, p=weights[s] / weights[s].sum()) if mixture else None
         for g0 in range(0, G, block):
             g1 = min(G, g0 + block)
-            mean = nu * mu[s, g0:g1][None, :] * np.ones((C, 1))
-            y = _nb_sample(rng, mean, np.broadcast_to(r[s, g0:g1], mean.shape))
+
+            def per_cell(x):  # (C, g1 - g0): a gene-level parameter at each cell's component
+                return x[s, g0:g1][:, z].T if mixture else np.broadcast_to(x[s, g0:g1][None, :], (C, g1 - g0))
+
+            mean = nu * per_cell(mu)
+            y = _nb_sample(rng, mean, per_cell(r))
             if gate is not None:
-                y = np.where(rng.random(y.shape) < gate[s, g0:g1], 0, y)
+                y = np.where(rng.random(y.shape) < per_cell(gate), 0, y)
             out["mean"][i, g0:g1] = y.mean(axis=0)
             out["var"][i, g0:g1] = y.var(axis=0, ddof=1) if C > 1 else 0.0
             out["zero_frac"][i, g0:g1] = (y == 0).mean(axis=0)
     return out
+
+
+def replicate_stats(post: xr.Dataset, counts: Counts, n_draws: int = 100, seed: int = 0,
+                    block_cells_genes: int = 5_000_000) -> dict[str, np.ndarray]:
+    """Replicated per-gene statistics at n_draws posterior draws picked at random: arrays (n_draws, G)."""
+    params = draw_parameters(post, counts)
+    S = params["mu"].shape[0]
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(S, size=min(n_draws, S), replace=False))
+    return simulate_stats(params, idx, counts.n_cells, rng, block_cells_genes)
+
+
+def thinned_draws(n_draw: int, n: int) -> np.ndarray:
+    """n draw indices evenly spread over 0..n_draw-1 (all of them when n >= n_draw)."""
+    if n >= n_draw:
+        return np.arange(n_draw)
+    return np.unique(np.round(np.linspace(0, n_draw - 1, n)).astype(int))
+
+
+def replicate_by_chain(post: xr.Dataset, counts: Counts, n_per_chain: int, seed: int = 0,
+                       block_cells_genes: int = 5_000_000) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Replicated per-gene statistics at n_per_chain draws evenly thinned within each chain.
+
+    Returns (arrays (chain, n, G) for each of STATS, the posterior draw indices used), so that the result
+    keeps the posterior's (chain, draw) layout (the posterior_predictive group of `scribe run --ppc-draws`).
+    """
+    params = draw_parameters(post, counts)
+    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+    draws = thinned_draws(n_draw, n_per_chain)
+    idx = (np.arange(n_chain)[:, None] * n_draw + draws[None, :]).ravel()  # _flat stacks chain-major
+    rep = simulate_stats(params, idx, counts.n_cells, np.random.default_rng(seed), block_cells_genes)
+    return {k: v.reshape(n_chain, draws.size, -1) for k, v in rep.items()}, draws
 
 
 def ppc_table(obs: pd.DataFrame, rep: dict[str, np.ndarray], level: float = 0.9) -> pd.DataFrame:

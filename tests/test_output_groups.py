@@ -1,0 +1,268 @@
+"""The optional InferenceData groups of `scribe run`: log_likelihood (--log-lik), prior (--prior-draws),
+posterior_predictive and observed_data (--ppc-draws).
+
+log_lik is computed in Stan's generated quantities with the cost of each likelihood form (pair forms: one
+sum of log P(0) per draw plus each cell's non-zeros through the cells x pairs CSR). It is checked against an
+independent dense per-cell sum with scipy (nbinom / the BNB pmf, zero inflation, logsumexp over components)
+at random parameter points, on the small random matrix of tests/test_likelihoods.py's kind, for each form.
+The end-to-end part runs `scribe run` once with every group on the bundled data with short chains.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import arviz as az
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import xarray as xr
+from scipy import stats
+from scipy.special import betaln, gammaln, logsumexp
+
+from scribe_cli.config import ModelConfig, validate
+from scribe_cli.render import likelihood_form, render, variable_dims
+from scribe_cli.standata import stan_data
+
+# One configuration per likelihood form and branch of its log_lik code (6 programs, ~15 s each to compile once).
+CASES = {
+    "nbdm": dict(model="nbdm"),  # pairs
+    "zinb": dict(model="zinb"),  # pairs, zero inflation
+    "mix2": dict(model="nbdm", components=2, assignments=True),  # pairs_mixture, lp shared with assignment_prob
+    "nbvcp": dict(model="nbvcp"),  # capture_shared_p
+    "zinbvcp": dict(model="zinbvcp"),  # capture_cells
+    "zinbvcp_mix_bnb": dict(model="zinbvcp", components=2, bnb=True, overdispersion_prior="horseshoe"),  # capture_cells, K = 2
+}
+N_POINTS = 2
+REL_TOL = 1e-8
+
+
+@pytest.fixture(scope="module")
+def counts() -> sp.csr_matrix:
+    """40 cells x 15 genes, ~70% zeros, a few large counts, cell 3 and gene 5 all zero."""
+    rng = np.random.default_rng(7)
+    C, G = 40, 15
+    mean = rng.lognormal(0.0, 1.2, size=G)[None, :] * rng.uniform(0.3, 1.5, size=C)[:, None]
+    U = rng.negative_binomial(1.5, 1.5 / (1.5 + mean))
+    U[rng.uniform(size=U.shape) < 0.4] = 0
+    U[3, :] = 0
+    U[:, 5] = 0
+    U[0, 0], U[7, 2] = 150, 61
+    return sp.csr_matrix(U)
+
+
+def _scipy_per_cell(config: ModelConfig, v: dict, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell log likelihood (components marginalised) and the per-cell, per-component terms, dense."""
+    C, G = U.shape
+    K = config.components
+
+    def gk(name):
+        return np.asarray(v[name], dtype=float).reshape(G, K)
+
+    mu, r = gk("mu"), gk("r")
+    capture = np.asarray(v["capture"], dtype=float) if config.variable_capture else np.ones(C)
+    m = capture[:, None, None] * mu[None]
+    u = U[:, :, None]
+    if config.bnb:
+        kappa = gk("kappa")[None]
+        alpha = (kappa - 1) * m / r[None]
+        lp = gammaln(u + r) - gammaln(u + 1) - gammaln(r) + betaln(alpha + u, kappa + r) - betaln(alpha, kappa)
+    else:
+        lp = stats.nbinom.logpmf(u, r[None], r[None] / (r[None] + m))
+    if config.zero_inflated:
+        gate = gk("gate")[None]
+        lp = np.where(u == 0, np.logaddexp(np.log(gate), np.log1p(-gate) + lp), np.log1p(-gate) + lp)
+    cell = lp.sum(axis=1)  # C x K
+    if K > 1:
+        cell = cell + np.log(np.asarray(v["weights"], dtype=float))[None, :]
+        return logsumexp(cell, axis=1), cell
+    return cell[:, 0], cell
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_log_lik_per_cell_matches_dense_scipy(name, compile_stan, counts, tmp_path):
+    config = validate(ModelConfig(**CASES[name]))
+    model = compile_stan(render(config, log_lik=True), name=f"loglik_{name}")
+    data = stan_data(config, counts, log_lik=True)
+    U = counts.toarray()
+    seen = []
+    for seed in range(N_POINTS):
+        fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed + 1, sig_figs=18,
+                           output_dir=str(tmp_path), show_progress=False)
+        v = {k: np.asarray(x[0]) for k, x in fit.stan_variables().items()}
+        assert v["log_lik"].shape == (U.shape[0],)
+        expected, cell_k = _scipy_per_cell(config, v, U)
+        np.testing.assert_allclose(v["log_lik"], expected, rtol=REL_TOL, err_msg=f"{name} ({likelihood_form(config)})")
+        # the all-zero cell 3 and the cells with the large counts are among them; every value is a log pmf
+        assert np.all(v["log_lik"] < 0)
+        if config.assignments:
+            np.testing.assert_allclose(v["assignment_prob"], np.exp(cell_k - logsumexp(cell_k, axis=1, keepdims=True)),
+                                       atol=1e-7)
+        seen.append(v["log_lik"].sum())
+    assert len(set(seen)) == N_POINTS, "the parameter points did not differ"
+
+
+def test_programs_without_log_lik_are_unchanged(counts):
+    """log_lik only appears on request: no per-cell data for the pair forms, no generated quantity."""
+    for kw in CASES.values():
+        config = validate(ModelConfig(**kw))
+        plain = render(config)
+        assert plain == render(config, log_lik=False)
+        assert "cell_log_factorial" not in plain and " log_lik" not in plain
+        data, with_ll = stan_data(config, counts), stan_data(config, counts, log_lik=True)
+        if likelihood_form(config) in ("pairs", "capture_shared_p") and not config.mixture:
+            assert "nz_pair" not in data and {"nz_pair", "cell_start", "N"} <= set(with_ll)
+        else:
+            assert set(data) == set(with_ll)
+    with pytest.raises(ValueError):
+        render(validate(ModelConfig()), log_lik=True, check_loglik=True)
+
+
+def test_log_lik_is_on_the_cell_axis_when_cells_equal_genes():
+    config = validate(ModelConfig(model="nbvcp", components=2, assignments=True))
+    data = {"C": 5, "G": 5, "K": 2}
+    arrays = {"log_lik": np.zeros((1, 3, 5)), "capture": np.zeros((1, 3, 5)), "mu": np.zeros((1, 3, 5, 2)),
+              "assignment_prob": np.zeros((1, 3, 5, 2)), "weights": np.zeros((1, 3, 2))}
+    dims = variable_dims(config, arrays, data)
+    assert dims["log_lik"] == ["cell"] and dims["capture"] == ["cell"]
+    assert dims["mu"] == ["gene", "component"] and dims["assignment_prob"] == ["cell", "component"]
+    assert dims["weights"] == ["component"]
+
+
+def test_mixture_replication_draws_components_from_the_weights():
+    """ppc.simulate_stats on a two-component posterior: the replicated gene mean is the weighted mean."""
+    from scribe_cli.reports.ppc import simulate_stats, thinned_draws
+
+    S, G, C = 3, 2, 20000
+    mu = np.broadcast_to(np.array([[1.0, 20.0], [5.0, 0.5]]), (S, G, 2)).copy()
+    params = {"mu": mu, "r": np.full((S, G, 2), 50.0), "weights": np.tile([0.25, 0.75], (S, 1))}
+    rep = simulate_stats(params, np.arange(S), C, np.random.default_rng(0))
+    expected = mu[0] @ np.array([0.25, 0.75])
+    # gene 1: variance = 0.25 * 0.75 * 19^2 (components) + ~24 (NB) ~ 92, so the sd of a mean over 20000 cells
+    # is ~0.07 and atol 0.3 is ~4 sd; a replication ignoring the weights would be off by 5 or more
+    np.testing.assert_allclose(rep["mean"], np.broadcast_to(expected, (S, G)), atol=0.3)
+    np.testing.assert_array_equal(thinned_draws(150, 10), np.round(np.linspace(0, 149, 10)).astype(int))
+    np.testing.assert_array_equal(thinned_draws(5, 10), np.arange(5))
+
+
+# --- end to end: `scribe run` with every optional group ---
+
+SHORT = ["--chains", "2", "--warmup", "150", "--draws", "150", "--seed", "11", "--quiet"]
+PRIOR_DRAWS, PPC_DRAWS = 100, 12
+
+
+def scribe(*args, check=True):
+    res = subprocess.run([sys.executable, "-m", "scribe_cli.cli", *map(str, args)], capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"scribe {' '.join(map(str, args))} exited {res.returncode}:\n{res.stderr}")
+    return res
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, demo_h5ad, toolchain):
+    path = tmp_path_factory.mktemp("groups") / "all.nc"
+    res = scribe("run", demo_h5ad, "-o", path, *SHORT, "--log-lik", "--prior-draws", PRIOR_DRAWS,
+                 "--ppc-draws", PPC_DRAWS, "--float32")
+    return path, json.loads(res.stdout)
+
+
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto")  # a few influential cells, short chains
+def test_log_likelihood_group_and_loo(full_run, demo_h5ad):
+    import anndata
+
+    path, summary = full_run
+    idata = az.from_netcdf(path)
+    assert {"posterior", "sample_stats", "log_likelihood", "prior", "posterior_predictive", "observed_data"} <= set(idata.groups())
+    assert set(summary["groups"]) == set(idata.groups())
+    ll = idata.log_likelihood["log_lik"]
+    assert ll.dims == ("chain", "draw", "cell") and ll.shape == (2, 150, 906)
+    assert list(ll.coords["cell"].values) == list(anndata.read_h5ad(demo_h5ad).obs_names)
+    assert ll.dtype == np.float32  # --float32: cell-level arrays
+    assert "log_lik" not in idata.posterior  # moved, not duplicated; not part of R-hat
+    assert np.all(np.isfinite(ll.values)) and np.all(ll.values < 0)
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo) and loo.pareto_k.shape == (906,)
+    attrs = idata.posterior.attrs
+    groups = json.loads(attrs["output_groups"])
+    assert groups["log_likelihood"] is True and groups["prior_draws"] == PRIOR_DRAWS and groups["ppc_draws"] == PPC_DRAWS
+    assert "vector[C] log_lik" in attrs["stan_program"]
+    assert {"prior", "ppc"} <= set(summary["timings"])
+
+
+def test_prior_group_has_the_posterior_dims_and_the_spec_prior(full_run):
+    idata = az.from_netcdf(full_run[0])
+    prior, post = idata.prior, idata.posterior
+    assert set(prior.data_vars) == set(post.data_vars)
+    for name in post.data_vars:
+        assert prior[name].dims == post[name].dims, name
+    assert prior.sizes["chain"] == 2 and prior.sizes["draw"] == PRIOR_DRAWS
+    assert list(prior.coords["gene"].values) == list(post.coords["gene"].values)
+    assert "sample_stats_prior" in idata.groups()
+    # nbdm canonical: r ~ LogNormal(0, 1) independently per gene, so log r ~ Normal(0, 1). Genes are independent
+    # under the prior (a product target), and within a chain every 10th draw is taken (measured lag-10
+    # autocorrelation of log r: |rho| < 0.01; lag 1 is -0.24, NUTS being antithetic here): 2 chains x 10 draws
+    # x 500 genes = 10000 nearly iid draws, so the KS test's iid null applies. Seed fixed (this run: p ~ 0.4);
+    # p > 0.01 is a 1% false-alarm level for a correct sampler; a 10% error in the scale of log r would
+    # give D ~ 0.022 > 1.63 / sqrt(10000) = 0.016, i.e. fail.
+    log_r = np.log(prior["r"].values[:, 9::10, :].ravel())
+    assert log_r.size == 2 * (PRIOR_DRAWS // 10) * 500
+    assert stats.kstest(log_r, "norm").pvalue > 0.01
+    # (the posterior is far from it: the data pin each gene's log r down)
+    assert stats.kstest(np.log(post["r"].values[:, 9::10, :].ravel()), "norm").pvalue < 1e-6
+    # p ~ Beta(1, 1): one scalar, 200 autocorrelated draws; only a loose check of its mean (sd of the mean
+    # of 200 iid U(0, 1) draws is 0.02, allow for ESS ~ 20)
+    assert abs(float(prior["p"].mean()) - 0.5) < 0.2
+
+
+def test_posterior_predictive_and_observed_data(full_run, demo_h5ad):
+    from scribe_cli.data import read_counts
+    from scribe_cli.reports.ppc import observed_stats, replicate_by_chain
+
+    idata = az.from_netcdf(full_run[0])
+    pp, od = idata.posterior_predictive, idata.observed_data
+    for k in ("mean", "var", "zero_frac"):
+        assert pp[f"rep_{k}"].dims == ("chain", "draw", "gene")
+        assert pp[f"rep_{k}"].shape == (2, PPC_DRAWS, 500)
+        assert od[f"obs_{k}"].dims == ("gene",)
+    assert list(pp.coords["draw"].values) == list(np.round(np.linspace(0, 149, PPC_DRAWS)).astype(int))
+    assert np.all((pp["rep_zero_frac"] >= 0) & (pp["rep_zero_frac"] <= 1)) and np.all(pp["rep_mean"] >= 0)
+    counts = read_counts(demo_h5ad)
+    obs = observed_stats(counts)
+    for k in ("mean", "var", "zero_frac"):
+        np.testing.assert_allclose(od[f"obs_{k}"].values, obs[k].values)
+    # the group is the refactored ppc replication at those draws, reproducible from the file and the seed
+    rep, draws = replicate_by_chain(idata.posterior, counts, PPC_DRAWS, seed=11)
+    np.testing.assert_array_equal(draws, pp.coords["draw"].values)
+    np.testing.assert_allclose(pp["rep_mean"].values, rep["mean"])
+    # replicated and observed zero fractions agree broadly (the NBDM matches zeros better than means)
+    assert float(np.median(np.abs(pp["rep_zero_frac"].mean(("chain", "draw")) - od["obs_zero_frac"]))) < 0.1
+
+
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto")
+def test_groups_with_an_approximate_method(demo_h5ad, tmp_path, toolchain):
+    """pathfinder draws are one chain: log_lik and posterior_predictive keep that layout; the program is the
+    cached --log-lik program of the NUTS run above."""
+    path = tmp_path / "pf.nc"
+    scribe("run", demo_h5ad, "-o", path, "--method", "pathfinder", "--chains", "2", "--draws", "100", "--seed", "3",
+           "--quiet", "--log-lik", "--ppc-draws", "5")
+    idata = az.from_netcdf(path)
+    assert idata.log_likelihood["log_lik"].shape == (1, 100, 906)
+    assert idata.posterior_predictive["rep_var"].shape == (1, 5, 500)
+    assert "prior" not in idata.groups()
+    assert np.isfinite(az.loo(idata).elpd_loo)
+
+
+def test_run_help_and_refusals(demo_h5ad, tmp_path):
+    help_text = scribe("run", "--help").stdout
+    for opt in ("--log-lik", "--prior-draws", "--ppc-draws"):
+        assert opt in help_text
+    prog = tmp_path / "m.stan"
+    prog.write_text(render(validate(ModelConfig())))
+    res = scribe("run", demo_h5ad, "--stan-file", prog, "--prior-draws", "10", "-o", tmp_path / "x.nc", check=False)
+    assert res.returncode == 2 and "--prior-draws" in res.stderr and not (tmp_path / "x.nc").exists()
+    res = scribe("run", demo_h5ad, "--stan-file", prog, "--log-lik", "-o", tmp_path / "y.nc", check=False)
+    assert res.returncode == 2 and "log_lik" in res.stderr
+    res = scribe("run", demo_h5ad, "--ppc-draws", "-1", "-o", tmp_path / "z.nc", check=False)
+    assert res.returncode == 2
