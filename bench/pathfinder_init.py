@@ -66,7 +66,7 @@ def _pathfinder_grads(pf) -> int:
     import re
 
     total = 0
-    for f in pf._runset.stdout_files  # cmdstanpy keeps the console files there:
+    for f in pf._runset.stdout_files:  # cmdstanpy keeps the console files there
         total += sum(int(n) for n in re.findall(r"evaluations: \((\d+)\)", Path(f).read_text()))
     return total
 
