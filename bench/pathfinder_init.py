@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import arviz as az
-import numpy as np
 
 from scribe_cli.cache import compile_program
 from scribe_cli.config import ModelConfig, validate

@@ -6,7 +6,6 @@ or by a previous run of the suite, is compiled once.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

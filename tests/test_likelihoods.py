@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import small_counts
 import scipy.sparse as sp
 from scipy import stats
 from scipy.special import betaln, gammaln, logsumexp
@@ -60,16 +61,7 @@ def test_cases_cover_every_form():
 
 @pytest.fixture(scope="module")
 def counts() -> sp.csr_matrix:
-    """40 cells x 15 genes, ~70% zeros, a few large counts, cell 3 and gene 5 all zero."""
-    rng = np.random.default_rng(20240611)
-    C, G = 40, 15
-    mean = rng.lognormal(0.0, 1.2, size=G)[None, :] * rng.uniform(0.3, 1.5, size=C)[:, None]
-    U = rng.negative_binomial(1.5, 1.5 / (1.5 + mean))
-    U[rng.uniform(size=U.shape) < 0.4] = 0
-    U[3, :] = 0
-    U[:, 5] = 0
-    U[0, 0], U[7, 2] = 150, 61
-    return sp.csr_matrix(U)
+    return small_counts(20240611)
 
 
 def bnb_logpmf(u, r, kappa, alpha):

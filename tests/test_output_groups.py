@@ -11,14 +11,12 @@ The end-to-end part runs `scribe run` once with every group on the bundled data 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import arviz as az
 import numpy as np
 import pytest
+from helpers import scribe, small_counts
 import scipy.sparse as sp
-import xarray as xr
 from scipy import stats
 from scipy.special import betaln, gammaln, logsumexp
 
@@ -41,16 +39,7 @@ REL_TOL = 1e-8
 
 @pytest.fixture(scope="module")
 def counts() -> sp.csr_matrix:
-    """40 cells x 15 genes, ~70% zeros, a few large counts, cell 3 and gene 5 all zero."""
-    rng = np.random.default_rng(7)
-    C, G = 40, 15
-    mean = rng.lognormal(0.0, 1.2, size=G)[None, :] * rng.uniform(0.3, 1.5, size=C)[:, None]
-    U = rng.negative_binomial(1.5, 1.5 / (1.5 + mean))
-    U[rng.uniform(size=U.shape) < 0.4] = 0
-    U[3, :] = 0
-    U[:, 5] = 0
-    U[0, 0], U[7, 2] = 150, 61
-    return sp.csr_matrix(U)
+    return small_counts(7)
 
 
 def _scipy_per_cell(config: ModelConfig, v: dict, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,13 +140,6 @@ def test_mixture_replication_draws_components_from_the_weights():
 
 SHORT = ["--chains", "2", "--warmup", "150", "--draws", "150", "--seed", "11", "--quiet"]
 PRIOR_DRAWS, PPC_DRAWS = 100, 12
-
-
-def scribe(*args, check=True):
-    res = subprocess.run([sys.executable, "-m", "scribe_cli.cli", *map(str, args)], capture_output=True, text=True)
-    if check and res.returncode != 0:
-        raise AssertionError(f"scribe {' '.join(map(str, args))} exited {res.returncode}:\n{res.stderr}")
-    return res
 
 
 @pytest.fixture(scope="module")

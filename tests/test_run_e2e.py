@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import arviz as az
 import numpy as np
 import pytest
+from helpers import scribe
 
 # Small but real: all 906 cells and 500 genes of the demo data; short chains keep each run to seconds.
 SHORT = ["--chains", "2", "--warmup", "150", "--draws", "150", "--seed", "11", "--quiet"]
-
-
-def scribe(*args, check=True):
-    res = subprocess.run([sys.executable, "-m", "scribe_cli.cli", *map(str, args)], capture_output=True, text=True)
-    if check and res.returncode != 0:
-        raise AssertionError(f"scribe {' '.join(map(str, args))} exited {res.returncode}:\n{res.stderr}")
-    return res
 
 
 @pytest.fixture(scope="module")
