@@ -1,7 +1,7 @@
 """The `scribe` command line: parse, call the pipeline, print. Stdout is machine-readable; logs go to stderr.
 
 Exit codes: 0 ok, 1 internal or toolchain failure, 2 bad input or configuration,
-3 failed diagnostics under --strict, 130 interrupted.
+3 failed diagnostics under --strict, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
     """Bayesian count models for single-cell RNA-seq UMI matrices, fitted with Stan.
 
     Exit codes: 0 ok, 1 toolchain/internal failure, 2 bad input or configuration,
-    3 failed diagnostics (--strict), 130 interrupted.
+    3 failed diagnostics (--strict), 130 interrupted, 143 terminated (SIGTERM).
     """
 
 
@@ -194,8 +194,11 @@ def run(print_config, **kw):
         # Ctrl-C reaches the Stan processes too; cmdstanpy may then report their death as a failed run
         # rather than re-raise the interrupt, so the flag decides.
         if interrupted or isinstance(exc, KeyboardInterrupt):
-            click.echo("scribe: interrupted; no output written", err=True)
-            sys.exit(130)
+            import signal
+
+            terminated = signal.SIGTERM in interrupted
+            click.echo(f"scribe: {'terminated' if terminated else 'interrupted'}; no output written", err=True)
+            sys.exit(143 if terminated else 130)
         _fail(exc)
     _print_result(result.summary(), run_kw["output_format"])
     diag = result.diagnostics
@@ -206,17 +209,40 @@ def run(print_config, **kw):
 
 
 def _watch_sigint() -> list:
-    """Record SIGINT (then behave as Python does: raise KeyboardInterrupt). Returns the flag list."""
+    """Record SIGINT (Ctrl-C) and SIGTERM (what schedulers such as SLURM send at a time limit), then behave
+    as Python does on Ctrl-C: raise KeyboardInterrupt, so that temporary files are removed on the way out."""
     import signal
 
     seen: list = []
 
     def handler(signum, frame):
         seen.append(signum)
+        if signum == signal.SIGTERM:
+            _terminate_children()  # Ctrl-C reaches the Stan processes by itself; a scheduler's SIGTERM does not
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
     return seen
+
+
+def _terminate_children() -> None:
+    """SIGTERM our direct child processes (the Stan executables cmdstanpy started), found through /proc:
+    no process library is needed for this one Linux-only case."""
+    import os
+    import signal
+
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = fh.read().rsplit(")", 1)[1].split()[1]
+            if ppid == me:
+                os.kill(int(entry), signal.SIGTERM)
+        except (OSError, IndexError):
+            continue
 
 
 def _run(config: ModelConfig, *, input_file, output, overwrite, layer, stan_file, method, chains, parallel_chains,

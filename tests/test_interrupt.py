@@ -1,4 +1,4 @@
-"""Ctrl-C during sampling: exit 130, nothing half-written (no output, no temporary files)."""
+"""Ctrl-C (exit 130) or SIGTERM (exit 143) during sampling: nothing half-written (no output, no temporary files)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 
-def test_ctrl_c_during_sampling_leaves_nothing(tmp_path, demo_h5ad, toolchain):
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_signal_during_sampling_leaves_nothing(tmp_path, demo_h5ad, toolchain, sig, code, word):
     out = tmp_path / "post.nc"
     # A run long enough to be interrupted mid-sampling. A terminal's Ctrl-C signals the whole foreground
     # process group (scribe and its Stan processes): reproduce that with a session of our own.
@@ -27,9 +30,13 @@ def test_ctrl_c_during_sampling_leaves_nothing(tmp_path, demo_h5ad, toolchain):
             break
     assert "running nuts" in seen, seen
     time.sleep(3)  # let the chains start
-    os.killpg(proc.pid, signal.SIGINT)
+    # SIGINT goes to the whole group (a terminal's Ctrl-C); SIGTERM to scribe alone, as a scheduler's kill does
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
-    assert "interrupted" in stderr
+    assert proc.returncode == code, (proc.returncode, stderr[-2000:])
+    assert word in stderr
     assert stdout == ""
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
