@@ -28,3 +28,42 @@ def small_counts(seed: int) -> sp.csr_matrix:
     U[:, 5] = 0
     U[0, 0], U[7, 2] = 150, 61
     return sp.csr_matrix(U)
+
+
+def bnb_logpmf(u, r, kappa, alpha):
+    """models.md: Gamma(r + u) / (u! Gamma(r)) * B(alpha + u, kappa + r) / B(alpha, kappa). (scipy's betanbinom
+    needs an integer r.)"""
+    from scipy.special import betaln, gammaln
+
+    return gammaln(u + r) - gammaln(u + 1) - gammaln(r) + betaln(alpha + u, kappa + r) - betaln(alpha, kappa)
+
+
+def dense_cell_loglik(config, v: dict, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference log likelihood with scipy, entry by entry: per cell (components marginalised) and the
+    per-cell, per-component terms (C x K). ``v`` holds one draw's Stan variables."""
+    from scipy import stats
+    from scipy.special import logsumexp
+
+    C, G = U.shape
+    K = config.components
+
+    def gk(name):
+        return np.asarray(v[name], dtype=float).reshape(G, K)
+
+    mu, r = gk("mu"), gk("r")
+    capture = np.asarray(v["capture"], dtype=float) if config.variable_capture else np.ones(C)
+    m = capture[:, None, None] * mu[None]
+    u = U[:, :, None]
+    if config.bnb:
+        kappa = gk("kappa")[None]
+        lp = bnb_logpmf(u, r[None], kappa, (kappa - 1) * m / r[None])
+    else:
+        lp = stats.nbinom.logpmf(u, r[None], r[None] / (r[None] + m))
+    if config.zero_inflated:
+        gate = gk("gate")[None]
+        lp = np.where(u == 0, np.logaddexp(np.log(gate), np.log1p(-gate) + lp), np.log1p(-gate) + lp)
+    cell = lp.sum(axis=1)  # C x K
+    if K > 1:
+        cell = cell + np.log(np.asarray(v["weights"], dtype=float))[None, :]
+        return logsumexp(cell, axis=1), cell
+    return cell[:, 0], cell

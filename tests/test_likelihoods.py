@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import small_counts
+from helpers import bnb_logpmf, dense_cell_loglik, small_counts
 import scipy.sparse as sp
-from scipy import stats
-from scipy.special import betaln, gammaln, logsumexp
+
+from scipy.special import logsumexp
 
 from scribe_cli.config import ModelConfig, validate
 from scribe_cli.render import likelihood_form, render
@@ -64,43 +64,10 @@ def counts() -> sp.csr_matrix:
     return small_counts(20240611)
 
 
-def bnb_logpmf(u, r, kappa, alpha):
-    """models.md: Gamma(r + u) / (u! Gamma(r)) * B(alpha + u, kappa + r) / B(alpha, kappa). (scipy's betanbinom
-    needs an integer r.)"""
-    return gammaln(u + r) - gammaln(u + 1) - gammaln(r) + betaln(alpha + u, kappa + r) - betaln(alpha, kappa)
-
-
 def _point_values(fit) -> list[dict]:
     variables = fit.stan_variables()
     n = next(iter(variables.values())).shape[0]
     return [{k: np.asarray(v[i]) for k, v in variables.items()} for i in range(n)]
-
-
-def _scipy_dense(config: ModelConfig, v: dict, U: np.ndarray):
-    """Dense log likelihood with scipy.stats, and the per-cell, per-component terms (C x K)."""
-    C, G = U.shape
-    K = config.components
-
-    def gk(name):
-        return np.asarray(v[name], dtype=float).reshape(G, K)
-
-    mu, r = gk("mu"), gk("r")
-    capture = np.asarray(v["capture"], dtype=float) if config.variable_capture else np.ones(C)
-    m = capture[:, None, None] * mu[None]
-    u = U[:, :, None]
-    if config.bnb:
-        kappa = gk("kappa")[None]
-        lp = bnb_logpmf(u, r[None], kappa, (kappa - 1) * m / r[None])
-    else:
-        lp = stats.nbinom.logpmf(u, r[None], r[None] / (r[None] + m))
-    if config.zero_inflated:
-        gate = gk("gate")[None]
-        lp = np.where(u == 0, np.logaddexp(np.log(gate), np.log1p(-gate) + lp), np.log1p(-gate) + lp)
-    cell = lp.sum(axis=1)
-    if K > 1:
-        cell = cell + np.log(np.asarray(v["weights"], dtype=float))[None, :]
-        return float(logsumexp(cell, axis=1).sum()), cell
-    return float(cell.sum()), cell
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -120,7 +87,8 @@ def test_fast_likelihood_matches_dense(name, compile_stan, counts, tmp_path):
         fast, dense = float(v["log_lik"]), float(v["log_lik_dense"])
         assert np.isfinite(fast) and np.isfinite(dense)
         assert fast == pytest.approx(dense, rel=REL_TOL), (name, fast, dense)
-        reference, cell_lp = _scipy_dense(config, v, U)
+        per_cell, cell_lp = dense_cell_loglik(config, v, U)
+        reference = float(per_cell.sum())
         # scipy from printed values: parameters pass through text, and scipy's own rounding differs
         assert reference == pytest.approx(dense, rel=1e-7), (name, reference, dense)
         if config.assignments:

@@ -15,10 +15,10 @@ import json
 import arviz as az
 import numpy as np
 import pytest
-from helpers import scribe, small_counts
+from helpers import dense_cell_loglik, scribe, small_counts
 import scipy.sparse as sp
 from scipy import stats
-from scipy.special import betaln, gammaln, logsumexp
+from scipy.special import logsumexp
 
 from scribe_cli.config import ModelConfig, validate
 from scribe_cli.render import likelihood_form, render, variable_dims
@@ -42,34 +42,6 @@ def counts() -> sp.csr_matrix:
     return small_counts(7)
 
 
-def _scipy_per_cell(config: ModelConfig, v: dict, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell log likelihood (components marginalised) and the per-cell, per-component terms, dense."""
-    C, G = U.shape
-    K = config.components
-
-    def gk(name):
-        return np.asarray(v[name], dtype=float).reshape(G, K)
-
-    mu, r = gk("mu"), gk("r")
-    capture = np.asarray(v["capture"], dtype=float) if config.variable_capture else np.ones(C)
-    m = capture[:, None, None] * mu[None]
-    u = U[:, :, None]
-    if config.bnb:
-        kappa = gk("kappa")[None]
-        alpha = (kappa - 1) * m / r[None]
-        lp = gammaln(u + r) - gammaln(u + 1) - gammaln(r) + betaln(alpha + u, kappa + r) - betaln(alpha, kappa)
-    else:
-        lp = stats.nbinom.logpmf(u, r[None], r[None] / (r[None] + m))
-    if config.zero_inflated:
-        gate = gk("gate")[None]
-        lp = np.where(u == 0, np.logaddexp(np.log(gate), np.log1p(-gate) + lp), np.log1p(-gate) + lp)
-    cell = lp.sum(axis=1)  # C x K
-    if K > 1:
-        cell = cell + np.log(np.asarray(v["weights"], dtype=float))[None, :]
-        return logsumexp(cell, axis=1), cell
-    return cell[:, 0], cell
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_log_lik_per_cell_matches_dense_scipy(name, compile_stan, counts, tmp_path):
     config = validate(ModelConfig(**CASES[name]))
@@ -82,7 +54,7 @@ def test_log_lik_per_cell_matches_dense_scipy(name, compile_stan, counts, tmp_pa
                            output_dir=str(tmp_path), show_progress=False)
         v = {k: np.asarray(x[0]) for k, x in fit.stan_variables().items()}
         assert v["log_lik"].shape == (U.shape[0],)
-        expected, cell_k = _scipy_per_cell(config, v, U)
+        expected, cell_k = dense_cell_loglik(config, v, U)
         np.testing.assert_allclose(v["log_lik"], expected, rtol=REL_TOL, err_msg=f"{name} ({likelihood_form(config)})")
         # the all-zero cell 3 and the cells with the large counts are among them; every value is a log pmf
         assert np.all(v["log_lik"] < 0)
