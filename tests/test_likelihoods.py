@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from helpers import bnb_logpmf, dense_cell_loglik, small_counts
 import scipy.sparse as sp
-
 from scipy.special import logsumexp
 
 from scribe_cli.config import ModelConfig, validate
