@@ -7,7 +7,8 @@ from __future__ import annotations
 import click
 
 from .errors import UserInputError
-from .config import BASE_PRIORS, BASE_PRIORS_UNCONSTRAINED, MODELS, PARAMETERIZATIONS, PRIOR_FAMILIES, ModelConfig, \
+from .config import BASE_PRIORS, BASE_PRIORS_UNCONSTRAINED, MODELS, PARAMETERIZATIONS, PRIOR_FAMILIES, PROB_DATASET_MODES, \
+    ModelConfig, \
     parse_prior_override, validate
 
 _FAMILY = click.Choice(PRIOR_FAMILIES)
@@ -42,6 +43,21 @@ MODEL_OPTIONS = [
                  help="Hierarchical prior on logit gate_g (centre -5: zero inflation off by default); needs zinb or zinbvcp."),
     click.option("--overdispersion-prior", type=_FAMILY, default=None,
                  help="Shrinkage prior on the BNB excess dispersion log omega_g: horseshoe (default with --bnb) or neg."),
+    click.option("--dataset-key", default=None, metavar="OBS_COLUMN",
+                 help="Joint model of several datasets: the obs column naming each cell's dataset (>= 2 levels). "
+                      "Alone it shares every gene parameter (mixtures get per-dataset weights); the dataset-level "
+                      "priors below make parameters dataset-specific."),
+    click.option("--expression-dataset-prior", type=_FAMILY, default="none", show_default=True,
+                 help="Per-dataset log mean (log r under canonical) around the shared gene mean; needs --dataset-key."),
+    click.option("--prob-dataset-prior", type=_FAMILY, default="none", show_default=True,
+                 help="Per-dataset logit p (log phi under mean-odds), shaped by --prob-dataset-mode; needs --dataset-key."),
+    click.option("--prob-dataset-mode", type=click.Choice(PROB_DATASET_MODES), default="gene_specific", show_default=True,
+                 help="scalar: one p per dataset; gene_specific: p per (gene, dataset) around one population; "
+                      "two_level: each dataset its own centre and scale."),
+    click.option("--zero-inflation-dataset-prior", type=_FAMILY, default="none", show_default=True,
+                 help="Gate per (gene, dataset), sharing a centre (-5, off by default) and scale family; needs zinb/zinbvcp."),
+    click.option("--overdispersion-dataset-prior", type=_FAMILY, default="none", show_default=True,
+                 help="BNB excess dispersion per (gene, dataset) around the gene's omega; needs --bnb."),
     click.option("--horseshoe-tau0", type=float, default=1.0, show_default=True, help="Horseshoe global scale tau ~ HalfCauchy(tau0)."),
     click.option("--slab-df", type=float, default=4.0, show_default=True, help="Horseshoe slab degrees of freedom."),
     click.option("--slab-scale", type=float, default=2.0, show_default=True, help="Horseshoe slab scale."),
@@ -53,7 +69,9 @@ MODEL_OPTIONS = [
 
 # The keyword arguments model_options adds to a command (everything model_config_from_options takes).
 MODEL_OPTION_NAMES = ("model", "parameterization", "components", "assignments", "bnb", "unconstrained", "prob_prior",
-                      "expression_prior", "gate_prior", "overdispersion_prior", "horseshoe_tau0", "slab_df",
+                      "expression_prior", "gate_prior", "overdispersion_prior", "dataset_key",
+                      "expression_dataset_prior", "prob_dataset_prior", "prob_dataset_mode",
+                      "zero_inflation_dataset_prior", "overdispersion_dataset_prior", "horseshoe_tau0", "slab_df",
                       "slab_scale", "neg_u", "neg_a", "neg_tau", "priors")
 
 

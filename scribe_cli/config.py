@@ -16,6 +16,14 @@ MODELS = ("nbdm", "zinb", "nbvcp", "zinbvcp")
 PARAMETERIZATIONS = ("canonical", "mean-prob", "mean-odds", "mean-disp")
 PRIOR_FAMILIES = ("none", "gaussian", "horseshoe", "neg")
 PRIOR_TARGETS = ("prob", "expression", "gate", "overdispersion")
+# Dataset-level priors (datasets.md): option name -> the gene-level target whose parameter becomes per dataset.
+DATASET_TARGETS = {
+    "expression_dataset_prior": "expression",
+    "prob_dataset_prior": "prob",
+    "zero_inflation_dataset_prior": "gate",
+    "overdispersion_dataset_prior": "overdispersion",
+}
+PROB_DATASET_MODES = ("scalar", "gene_specific", "two_level")
 
 # Base priors: name -> (distribution, default parameters). Overridable with --prior NAME=dist(a,b); the
 # numbers reach Stan as data, so an override does not recompile the program.
@@ -63,6 +71,12 @@ class ModelConfig:
     neg_a: float = 1.0
     neg_tau: float = 1.0
     assignments: bool = False  # per-cell component probabilities (C x K) in generated quantities
+    dataset_key: str | None = None  # obs column naming each cell's dataset (datasets.md); None: one dataset
+    expression_dataset_prior: str = "none"
+    prob_dataset_prior: str = "none"
+    prob_dataset_mode: str = "gene_specific"
+    zero_inflation_dataset_prior: str = "none"
+    overdispersion_dataset_prior: str = "none"
     priors: tuple = field(default_factory=tuple)  # ((name, dist, (a, b)), ...) overrides
 
     @property
@@ -83,8 +97,27 @@ class ModelConfig:
 
     @property
     def gene_specific_p(self) -> bool:
-        """p varies by gene: sampled per gene under a prob prior, or implied by mean-disp's (mu_g, r_g)."""
-        return self.prob_prior != "none" or self.parameterization == "mean-disp"
+        """p varies by gene: sampled per gene under a prob prior (or a dataset-level one in a per-gene mode),
+        or implied by mean-disp's (mu_g, r_g)."""
+        return (self.prob_prior != "none" or self.parameterization == "mean-disp"
+                or (self.prob_dataset_prior != "none" and self.prob_dataset_mode != "scalar"))
+
+    @property
+    def dataset_params(self) -> bool:
+        """Some gene parameter is dataset-specific (a dataset-level prior): the likelihood works on the
+        genes x datasets matrices (datasets.md)."""
+        return self.dataset_key is not None and bool(self.dataset_priors())
+
+    def dataset_priors(self) -> dict[str, str]:
+        """gene-level target -> family for every dataset-level prior in use (datasets.md)."""
+        return {t: getattr(self, opt) for opt, t in DATASET_TARGETS.items() if getattr(self, opt) != "none"}
+
+    @property
+    def dataset_axis(self) -> bool:
+        """The program has a dataset axis (data D, cell_dataset): some parameter is per dataset. With
+        --dataset-key alone every gene parameter is shared, so the program is the single-dataset one
+        (except mixtures, whose weights are per dataset)."""
+        return self.dataset_key is not None and (bool(self.dataset_priors()) or self.mixture)
 
     def hierarchical(self) -> dict[str, str]:
         """target -> family for every hierarchical prior in use."""
@@ -98,9 +131,11 @@ class ModelConfig:
             "mean-odds": ["mu", "phi"],
             "mean-disp": ["mu", "r"],
         }[self.parameterization]
-        if self.prob_prior != "none":
+        if self.prob_prior != "none" or (self.prob_dataset_prior != "none" and "p" in sampled):
             sampled.remove("p")  # p_g comes from its hierarchy, which has its own centre and scale
-        if self.zero_inflated and self.gate_prior == "none":
+        if self.prob_dataset_prior != "none" and "phi" in sampled:
+            sampled.remove("phi")  # mean-odds: the dataset-level prior defines phi (log link)
+        if self.zero_inflated and self.gate_prior == "none" and self.zero_inflation_dataset_prior == "none":
             sampled.append("gate")
         if self.variable_capture:
             sampled.append("capture_odds" if self.parameterization == "mean-odds" else "capture")
@@ -129,6 +164,9 @@ class ModelConfig:
                 flag = "--" + f.name.replace("_", "-")
                 if program_only and f.name == "components":
                     parts.append(f"{flag} K (K >= 2)")
+                elif program_only and f.name == "dataset_key":
+                    if self.dataset_axis:  # the column's name is data; alone the key does not shape the program
+                        parts.append(f"{flag} KEY (D >= 2)")
                 else:
                     parts.append(flag if value is True else f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
         if not program_only:
@@ -180,6 +218,28 @@ RULES = [
      "use --overdispersion-prior horseshoe (the default with --bnb) or neg"),
     ("--overdispersion-prior is horseshoe or neg", lambda c: c.overdispersion_prior == "gaussian",
      "use --overdispersion-prior horseshoe (default with --bnb) or neg"),
+    ("a dataset-level prior needs --dataset-key", lambda c: bool(c.dataset_priors()) and c.dataset_key is None,
+     "add --dataset-key OBS_COLUMN (the obs column naming each cell's dataset), or use the gene-level prior"),
+    ("--prob-dataset-mode needs --prob-dataset-prior",
+     lambda c: c.prob_dataset_mode != "gene_specific" and c.prob_dataset_prior == "none",
+     "add --prob-dataset-prior FAMILY, or drop --prob-dataset-mode"),
+    ("--prob-dataset-prior needs a parameterization that samples p or phi",
+     lambda c: c.prob_dataset_prior != "none" and c.parameterization == "mean-disp",
+     "use --parameterization canonical, mean-prob or mean-odds, or drop --prob-dataset-prior"),
+    ("--prob-prior and --prob-dataset-prior both define p",
+     lambda c: c.prob_prior != "none" and c.prob_dataset_prior != "none",
+     "keep --prob-dataset-prior alone: its gene_specific and two_level modes already pool p over genes"),
+    ("--zero-inflation-dataset-prior needs a zero-inflated model",
+     lambda c: c.zero_inflation_dataset_prior != "none" and not c.zero_inflated,
+     "use --model zinb or zinbvcp, or drop --zero-inflation-dataset-prior"),
+    ("--gate-prior and --zero-inflation-dataset-prior both define the gate",
+     lambda c: c.gate_prior != "none" and c.zero_inflation_dataset_prior != "none",
+     "keep --zero-inflation-dataset-prior alone: it shares the centre and scale family across datasets"),
+    ("--overdispersion-dataset-prior needs --bnb", lambda c: c.overdispersion_dataset_prior != "none" and not c.bnb,
+     "add --bnb, or drop --overdispersion-dataset-prior"),
+    ("dataset-level priors are not available with mixtures yet",
+     lambda c: bool(c.dataset_priors()) and c.mixture,
+     "fit the joint model with --components 1, or the mixture with --dataset-key alone (per-dataset weights)"),
     ("horseshoe hyperparameters must be positive", lambda c: min(c.horseshoe_tau0, c.slab_df, c.slab_scale) <= 0,
      "pass positive --horseshoe-tau0, --slab-df and --slab-scale"),
     ("NEG hyperparameters must be positive", lambda c: min(c.neg_u, c.neg_a, c.neg_tau) <= 0,
@@ -202,6 +262,11 @@ def validate(config: ModelConfig) -> ModelConfig:
         value = getattr(config, f"{t}_prior")
         if value not in PRIOR_FAMILIES:
             raise UserInputError(f"unknown --{t}-prior '{value}'; use one of {', '.join(PRIOR_FAMILIES)}")
+    if config.prob_dataset_mode not in PROB_DATASET_MODES:
+        raise UserInputError(f"unknown --prob-dataset-mode '{config.prob_dataset_mode}'; use one of {', '.join(PROB_DATASET_MODES)}")
+    for opt in DATASET_TARGETS:
+        if getattr(config, opt) not in PRIOR_FAMILIES:
+            raise UserInputError(f"unknown --{opt.replace('_', '-')} '{getattr(config, opt)}'; use one of {', '.join(PRIOR_FAMILIES)}")
     for rule, violated, fix in RULES:
         if violated(config):
             detail = ""
@@ -211,6 +276,34 @@ def validate(config: ModelConfig) -> ModelConfig:
                 detail = f" ({_wrong_family_override(config)})"
             raise UserInputError(f"invalid configuration: {rule}{detail}; {fix}")
     return config
+
+
+# The single-dataset flag each dataset-level prior falls back to (named in the D = 1 error, decisions.md 4).
+_SINGLE_DATASET_EQUIVALENT = {
+    "expression_dataset_prior": "no flag (with one dataset mu_g^(d) is mu_g): drop --expression-dataset-prior",
+    "prob_dataset_prior": "--prob-prior {family}",
+    "zero_inflation_dataset_prior": "--gate-prior {family}",
+    "overdispersion_dataset_prior": "--overdispersion-prior {family}",
+}
+
+
+def check_datasets(config: ModelConfig, levels: list[str]) -> None:
+    """Refuse a joint model whose --dataset-key column has fewer than two levels (D comes with the data).
+
+    The original silently rewrites dataset-level priors to gene-level ones with one dataset; we refuse and
+    name the single-dataset equivalent instead.
+    """
+    if config.dataset_key is None or len(levels) >= 2:
+        return
+    found = f"obs['{config.dataset_key}'] has a single level ({levels[0]!r})" if levels else \
+        f"obs['{config.dataset_key}'] has no levels"
+    used = [opt for opt in DATASET_TARGETS if getattr(config, opt) != "none"]
+    if not used:
+        raise UserInputError(f"{found}: a joint model needs at least two datasets; drop --dataset-key")
+    opt = used[0]
+    equivalent = _SINGLE_DATASET_EQUIVALENT[opt].format(family=getattr(config, opt))
+    raise UserInputError(f"{found}: --{opt.replace('_', '-')} needs at least two datasets; "
+                         f"the single-dataset equivalent is {equivalent}")
 
 
 _PRIOR_RE = re.compile(r"^\s*(\w+)\s*=\s*(\w+)\s*\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)\s*$")

@@ -85,6 +85,9 @@ class Plan:
     p_scalar: bool  # one p for all genes (and components)
     form: str  # pairs | pairs_mixture | capture_shared_p | capture_cells
     obs: str  # nb | zinb | bnb | zibnb
+    dparams: bool = False  # dataset-specific gene parameters (genes x datasets matrices, datasets.md)
+    dweights: bool = False  # mixture weights per dataset
+    shapes: dict = field(default_factory=dict)  # dparams: Stan type of every gene-level quantity
 
 
 def likelihood_form(config: ModelConfig) -> str:
@@ -109,7 +112,95 @@ def plan(config: ModelConfig) -> Plan:
         p_scalar=not config.gene_specific_p,
         form=likelihood_form(config),
         obs=obs,
+        dparams=config.dataset_params,
+        dweights=config.dataset_axis and config.mixture,
+        shapes=dataset_shapes(config) if config.dataset_params else {},
     )
+
+
+# --- Multi-dataset programs (datasets.md) -----------------------------------------------------------------
+# A quantity is shared by the datasets (real, vector[G]) or dataset-specific (vector[D]: one per dataset;
+# matrix[G, D]: one per gene and dataset). Derived quantities take the broadcast shape of their inputs, and
+# the likelihood sees every gene-level quantity as a genes x datasets matrix.
+GD = "matrix[G, D]"
+
+
+def _bcast(a: str, b: str) -> str:
+    if a == b or b == "real":
+        return a
+    if a == "real":
+        return b
+    return GD  # vector[G] with vector[D], or anything with a matrix
+
+
+def dataset_shapes(config: ModelConfig) -> dict[str, str]:
+    """Stan type of each gene-level quantity of a program with dataset-specific parameters."""
+    dp = config.dataset_priors()
+    expression = "r" if config.parameterization == "canonical" else "mu"
+    if "prob" in dp:
+        prob_shape = "vector[D]" if config.prob_dataset_mode == "scalar" else GD
+    else:
+        prob_shape = "vector[G]" if config.prob_prior != "none" else "real"
+    sh = {expression: GD if "expression" in dp else "vector[G]"}
+    if config.parameterization in ("canonical", "mean-prob"):
+        sh["p"] = prob_shape
+    elif config.parameterization == "mean-odds":
+        sh["phi"] = sh["p"] = prob_shape
+    else:
+        sh["r"] = "vector[G]"
+        sh["p"] = _bcast(sh["mu"], sh["r"])
+    derived = "mu" if expression == "r" else "r"
+    if derived not in sh:
+        sh[derived] = _bcast(sh[expression], sh.get("phi", sh["p"]))
+    if config.zero_inflated:
+        sh["gate"] = GD if "gate" in dp else "vector[G]"
+    if config.bnb:
+        sh["omega"] = GD if "overdispersion" in dp else "vector[G]"
+        sh["kappa"] = _bcast(sh["r"], sh["omega"])
+    return sh
+
+
+def _gd(expr: str, shape: str) -> str:
+    """``expr`` (of type ``shape``) as a genes x datasets matrix."""
+    return {"real": f"rep_matrix({expr}, G, D)", "vector[G]": f"rep_matrix({expr}, D)",
+            "vector[D]": f"rep_matrix(({expr})', G)", GD: expr}[shape]
+
+
+def _times(x: str, x_shape: str, f: str, f_shape: str) -> str:
+    """x times f elementwise, broadcast (f: an expression, parenthesised where needed)."""
+    out = _bcast(x_shape, f_shape)
+    if x_shape != out:
+        x, x_shape = _gd(x, x_shape), out
+    if f_shape == "real":
+        return f"{x} * ({f})"
+    if x_shape == GD and f_shape == "vector[G]":
+        return f"diag_pre_multiply({f}, {x})"  # row g times f[g]
+    if x_shape == GD and f_shape == "vector[D]":
+        return f"diag_post_multiply({x}, {f})"  # column d times f[d]
+    return f"{x} .* {f}"
+
+
+def _derived_dataset_args(config: ModelConfig, sh: dict) -> dict:
+    """(type, expression) of the derived quantities of the parameterization and BNB, broadcast."""
+    def ratio(p: str, shape: str, num: str, den: str) -> str:  # p / (1 - p) or (1 - p) / p in p's shape
+        return f"{num} / {den}" if shape == "real" else f"{num} ./ {den}"
+
+    out = {}
+    if config.parameterization == "canonical":
+        out["mu"] = (sh["mu"], _times("r", sh["r"], ratio("p", sh["p"], "p", "(1 - p)"), sh["p"]))
+    elif config.parameterization == "mean-prob":
+        out["r"] = (sh["r"], _times("mu", sh["mu"], ratio("p", sh["p"], "(1 - p)", "p"), sh["p"]))
+    elif config.parameterization == "mean-odds":
+        out["p"] = (sh["p"], "inv(1 + phi)")
+        out["r"] = (sh["r"], _times("mu", sh["mu"], "phi", sh["phi"]))
+    else:
+        mu, r = _gd("mu", sh["mu"]) if sh["p"] != sh["mu"] else "mu", _gd("r", sh["r"]) if sh["p"] != sh["r"] else "r"
+        out["p"] = (sh["p"], f"{mu} ./ ({mu} + {r})")
+    if config.bnb:
+        r = _gd("r", sh["r"]) if sh["kappa"] != sh["r"] else "r"
+        omega = _gd("omega", sh["omega"]) if sh["kappa"] != sh["omega"] else "omega"
+        out["kappa"] = (sh["kappa"], f"2 + ({r} + 1) ./ {omega}")
+    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -149,14 +240,18 @@ def _base_specs(config: ModelConfig, pl: Plan) -> list[dict]:
     expression = "r" if config.parameterization == "canonical" else "mu"
     other = {"canonical": ("p", "real"), "mean-prob": ("p", "real"), "mean-odds": ("phi", "real"),
              "mean-disp": ("r", pl.elt)}[config.parameterization]
+    dp = config.dataset_priors()
+    if "expression" in dp:
+        docs["r_pop"] = "shared size of each gene, the population level of its per-dataset r"
+        docs["mu_pop"] = "shared mean of each gene, the population level of its per-dataset means"
     wanted: list[tuple[str, str, str]] = []  # (name, prior, shape)
-    if config.expression_prior != "none":
+    if config.expression_prior != "none" or "expression" in dp:
         wanted.append((f"{expression}_pop", expression, "vector[G]"))
     else:
         wanted.append((expression, expression, pl.elt))
-    if not (other[0] == "p" and config.prob_prior != "none"):
+    if not (other[0] in ("p", "phi") and (config.prob_prior != "none" or "prob" in dp)):
         wanted.append((other[0], other[0], other[1]))
-    if config.zero_inflated and config.gate_prior == "none":
+    if config.zero_inflated and config.gate_prior == "none" and "gate" not in dp:
         wanted.append(("gate", "gate", pl.elt))
     if config.variable_capture:
         name = "capture_odds" if config.parameterization == "mean-odds" else "capture"
@@ -179,6 +274,74 @@ def _base_specs(config: ModelConfig, pl: Plan) -> list[dict]:
     return specs
 
 
+# Dataset-level targets (datasets.md): link, normal prior of a scalar population centre (None: the centre
+# is the shared per-gene value), Gaussian s_raw prior, and what the local scales are per.
+_DATASET_TARGETS = {
+    "expression": ("log", None, (-2, 0.5), "vector[G]"),
+    "prob": ("logit", (0, 1), (0, 0.5), None),  # per element (mode-dependent)
+    "gate": ("logit", (-5, 0.01), (-2, 0.5), "vector[G]"),  # tight centre: zero inflation off by default
+    "overdispersion": ("log", None, (-2, 0.5), "vector[G]"),
+}
+
+
+def _dataset_hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_data: bool) -> dict:
+    """Arguments of a family block for a dataset-level prior: same non-centred form as the gene-level
+    targets, with elements per (gene, dataset), or per dataset for the scalar p mode."""
+    link, loc_prior, sigma_prior, local = _DATASET_TARGETS[target]
+    T = f"{target}_dataset"
+    q = {"expression": "r" if config.parameterization == "canonical" else "mu",
+         "prob": "phi" if config.parameterization == "mean-odds" else "p",
+         "gate": "gate", "overdispersion": "omega"}[target]
+    if target == "prob":
+        link = "log" if q == "phi" else "logit"
+    elt = pl.shapes[q]
+    local = local or elt
+    if loc_prior is None:
+        centre = f"rep_matrix(log({q}_pop), D)"
+    elif elt == GD and config.prob_dataset_mode == "two_level" and target == "prob":
+        centre = f"rep_matrix({T}_loc_d', G)"
+    else:
+        centre = f"{T}_loc"
+    scale = {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_tau * {T}_lambda_tilde", "neg": f"sqrt({T}_psi)"}[family]
+    if family == "gaussian":
+        scaled_z = f"{T}_sigma * {T}_z"
+    elif local != elt:
+        scaled_z = f"rep_matrix({scale}, D) .* {T}_z"
+    else:
+        scaled_z = f"{scale} .* {T}_z"
+    names = {"gaussian": "Gaussian", "horseshoe": "regularized horseshoe", "neg": "NEG"}
+    return {
+        "T": T,
+        "family": names[family] + " dataset-level",
+        "q": q,
+        "elt": elt,
+        "link": link,
+        "inv_link": "exp" if link == "log" else "inv_logit",
+        "centre": centre,
+        "scaled_z": scaled_z,
+        "loc_prior": tuple(map(_num, loc_prior)) if loc_prior else None,
+        "sigma_prior": tuple(map(_num, sigma_prior)),
+        "local": local,
+        "local_matrix": local.startswith("matrix"),
+        "local_unit": _bounded(local, True),
+        "local_pos": _bounded(local, False),
+        "declare_data": declare_data,
+        "across": "datasets",
+    }
+
+
+def _two_level_args(config: ModelConfig, pl: Plan, family: str, declare_data: bool) -> dict:
+    """prob-dataset-mode two_level: each dataset its own centre and scale of logit p (log phi)."""
+    a = _dataset_hier_args(config, pl, "prob", family, declare_data)
+    T = a["T"]
+    local = {"gaussian": None, "horseshoe": f"{T}_lambda_tilde", "neg": f"sqrt({T}_psi)"}[family]
+    z = f"{local} .* {T}_z" if local else f"{T}_z"
+    a.update(family=a["family"].replace("dataset-level", "two-level"), two_level=True,
+             scaled_z=f"diag_post_multiply({z}, {T}_sigma)", local="matrix[G, D]", local_matrix=True,
+             local_unit=_bounded(GD, True), local_pos=_bounded(GD, False))
+    return a
+
+
 def _num(x: float) -> str:
     return f"{x:g}"
 
@@ -186,6 +349,8 @@ def _num(x: float) -> str:
 def _hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_data: bool) -> dict:
     q, link, loc_prior, sigma_prior = _TARGETS[target]
     T = target
+    if target == "overdispersion" and "overdispersion" in config.dataset_priors():
+        q = "omega_pop"  # the shared per-gene level of the dataset-level prior
     if target == "expression":
         q = "r" if config.parameterization == "canonical" else "mu"
         elt, local = "matrix[G, K]", "vector[G]"  # local scales per gene, shared by the components
@@ -216,6 +381,7 @@ def _hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_
         "local_unit": _bounded(local, True),
         "local_pos": _bounded(local, False),
         "declare_data": declare_data,
+        "across": "components" if target == "expression" else "",
     }
 
 
@@ -238,7 +404,28 @@ def _likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik:
         "assignments": config.assignments,
         "check_loglik": check_loglik,
         "log_lik": log_lik,
+        "dparams": pl.dparams,
+        "dweights": pl.dweights,
+        "log_weights": "cell_log_weights(dataset_weights, cell_dataset)" if pl.dweights else "log(weights)",
+        "r": "r", "mu": "mu", "gate": "gate", "kappa": "kappa",
+        **(_dataset_likelihood_args(config, pl) if pl.dparams else {}),
     }
+
+
+def _dataset_likelihood_args(config: ModelConfig, pl: Plan) -> dict:
+    """Every gene-level quantity as a genes x datasets matrix; the pair form takes them as vectors over
+    the columns (gene, dataset), in the order of the data's pair_gene."""
+    sh = pl.shapes
+    wrap = (lambda e: f"to_vector({e})") if pl.form == "pairs" else (lambda e: e)
+    gd = {q: _gd(q, sh[q]) for q in sh}
+    out = {q: wrap(gd[q]) for q in ("r", "mu", "gate", "kappa") if q in sh}
+    out["log_p"] = wrap(_gd("log(p)", sh["p"]))
+    out["log1m_p"] = wrap(_gd("log1m(p)", sh["p"]))
+    if config.bnb:
+        out["alpha"] = wrap(f"({gd['kappa']} - 1) .* {gd['mu']} ./ {gd['r']}")
+    if pl.form == "capture_shared_p":  # one p per dataset at most: p_hat per cell
+        out["p_cell"] = "rep_vector(p, C)" if sh["p"] == "real" else "p[cell_dataset]"
+    return out
 
 
 def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = False,
@@ -250,7 +437,9 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
     lik_args = _likelihood_args(config, pl, check_loglik, log_lik)
     blocks = [Block(likelihood, lik_args, skip=("model", "generated_quantities"))]
     dense_args = {"vcp": config.variable_capture, "bnb": config.bnb, "zi": config.zero_inflated, "mix": pl.mix,
-                  "t": "matrix" if pl.mix else "vector"}
+                  "t": "matrix" if pl.mix or pl.dparams else "vector", "dparams": pl.dparams, "dweights": pl.dweights,
+                  "log_weights": lik_args["log_weights"],
+                  "gd": {q: _gd(q, pl.shapes[q]) for q in ("mu", "r", "kappa", "gate") if q in pl.shapes}}
     if check_loglik or dense:
         blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("functions", "data")))
     blocks += [Block("params/base.stan.j2", spec) for spec in _base_specs(config, pl)]
@@ -258,12 +447,20 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
     for target, family in config.hierarchical().items():
         blocks.append(Block(f"priors/{family}.stan.j2", _hier_args(config, pl, target, family, family not in declared)))
         declared.add(family)
-    derived = {"elt": pl.elt, "p_scalar": pl.p_scalar, "vcp": config.variable_capture}
+    for target, family in config.dataset_priors().items():
+        if target == "prob" and config.prob_dataset_mode == "two_level":
+            blocks.append(Block("priors/two_level.stan.j2", _two_level_args(config, pl, family, family not in declared)))
+        else:
+            blocks.append(Block(f"priors/{family}.stan.j2",
+                                _dataset_hier_args(config, pl, target, family, family not in declared)))
+        declared.add(family)
+    derived = {"elt": pl.elt, "p_scalar": pl.p_scalar, "vcp": config.variable_capture,
+               "ds": _derived_dataset_args(config, pl.shapes) if pl.dparams else None}
     blocks.append(Block(f"params/{config.parameterization.replace('-', '_')}.stan.j2", derived))
     if config.bnb:
         blocks.append(Block("params/bnb.stan.j2", derived))
     if pl.mix:
-        blocks.append(Block("params/mixture.stan.j2", {}))
+        blocks.append(Block("params/mixture.stan.j2", {"dweights": pl.dweights}))
     blocks.append(Block(likelihood, lik_args,
                         only=("generated_quantities",) if dense or prior_only else ("model", "generated_quantities")))
     if dense and not prior_only:
@@ -304,7 +501,16 @@ def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
     if pl.mix:
         notes.append("Mixture: the component of each cell is marginalised; components are ordered by weight; "
                      "gene-level parameters are per component, p and phi (when scalar) and capture are shared.")
-    notes.append(f"Likelihood cost: {_COSTS[pl.form]}.")
+    if pl.dparams:
+        per = [q for q, shape in pl.shapes.items() if shape in (GD, "vector[D]")]
+        notes.append("Datasets (--dataset-key, D datasets): per dataset: " + ", ".join(per)
+                     + "; everything else is shared. Dataset-level priors (non-centred): "
+                     + ", ".join(f"{t} ({f})" for t, f in config.dataset_priors().items())
+                     + (f", p mode {config.prob_dataset_mode}" if "prob" in config.dataset_priors() else "") + ".")
+    elif pl.dweights:
+        notes.append("Datasets (--dataset-key, D datasets): gene parameters are shared; mixing weights are per "
+                     "dataset, around the ordered population weights.")
+    notes.append(f"Likelihood cost: {_COSTS[pl.form]}{' (G D columns (gene, dataset) in place of G)' if pl.dparams and pl.form != 'capture_cells' else ''}.")
     if log_lik:
         notes.append("Generated quantities: log_lik, the log likelihood of each cell (full log pmf, components "
                      "marginalised), for arviz.loo.")
@@ -404,6 +610,7 @@ _KNOWN_DIMS = {
     "assignment_prob": ("cell", "component"),
     "weights": ("component",),
     "weights_raw": ("component",),
+    "dataset_weights": ("dataset", "component"),
 }
 
 

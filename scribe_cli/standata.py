@@ -10,6 +10,9 @@ needs depends on its likelihood form (render.likelihood_form):
 | capture_shared_p  | pairs + cell_total (library sizes) [+ nz_pair, cell_start for mixtures] |
 | capture_cells     | the CSR matrix itself: nz_gene, nz_count, cell_start                  |
 
+Multi-dataset programs (a dataset axis): D and cell_dataset; with dataset-specific gene parameters the pairs
+are (gene, dataset, count) triples whose pair_gene indexes the genes x datasets matrices column by column.
+
 With ``log_lik`` (the per-cell log likelihood of `scribe run --log-lik`) pairs and capture_shared_p also get
 nz_pair and cell_start (the other forms have them, or the CSR matrix, already).
 
@@ -47,14 +50,23 @@ class SparseStats:
         return int(self.pair_gene.size)
 
 
-def sparse_stats(X: sp.csr_matrix) -> SparseStats:
-    """O(nnz log nnz): one sort of the non-zeros by (gene, count)."""
+def sparse_stats(X: sp.csr_matrix, cell_dataset: np.ndarray | None = None) -> SparseStats:
+    """O(nnz log nnz): one sort of the non-zeros by (gene, count).
+
+    With ``cell_dataset`` (0-based dataset of each cell) the pairs are distinct (gene, dataset, count)
+    triples and ``pair_gene`` is the column (d - 1) G + g of the genes x datasets parameter matrices
+    (Stan's column-major to_vector order); nz_gene stays the gene.
+    """
     X = sp.csr_matrix(X)
     X.sort_indices()
     genes = X.indices.astype(np.int64)
     counts = X.data.astype(np.int64)
+    columns = genes
+    if cell_dataset is not None:
+        per_nz = np.repeat(np.asarray(cell_dataset, dtype=np.int64), np.diff(X.indptr))
+        columns = per_nz * X.shape[1] + genes
     span = int(counts.max(initial=0)) + 1
-    keys, inverse, weight = np.unique(genes * span + counts, return_inverse=True, return_counts=True)
+    keys, inverse, weight = np.unique(columns * span + counts, return_inverse=True, return_counts=True)
     return SparseStats(
         pair_gene=keys // span + 1,
         pair_count=keys % span,
@@ -67,21 +79,34 @@ def sparse_stats(X: sp.csr_matrix) -> SparseStats:
     )
 
 
-def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = False) -> dict:
+def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = False,
+              cell_dataset_override: np.ndarray | None = None) -> dict:
     """The data dict for the program ``render(config)`` (``counts``: a data.Counts or a CSR matrix).
 
     ``dense`` adds the full matrix ``counts_dense`` for the reference programs of render(check_loglik=True
     or dense=True); only for tests and benchmarks on small matrices. ``log_lik`` adds what the per-cell
     log likelihood of render(log_lik=True) needs: the cells x pairs CSR (nz_pair, cell_start) for the pair
     forms that do not have it already (the mixtures and capture_cells do).
+
+    Programs with a dataset axis (config.dataset_axis) also get D and cell_dataset (1-based); with
+    dataset-specific gene parameters (config.dataset_params) their pairs are per (gene, dataset). The datasets come from ``counts.cell_dataset`` (0-based codes) or,
+    for a bare CSR matrix in tests, ``cell_dataset_override``.
     """
     X = counts.X if hasattr(counts, "X") else counts
     C, G = X.shape
-    stats = sparse_stats(X)
+    cell_dataset = None
+    if config.dataset_axis:
+        cell_dataset = getattr(counts, "cell_dataset", None) if cell_dataset_override is None else cell_dataset_override
+        if cell_dataset is None:
+            raise ValueError("stan_data: a multi-dataset program needs the cells' datasets (Counts.cell_dataset)")
+        cell_dataset = np.asarray(cell_dataset, dtype=np.int64)
+    stats = sparse_stats(X, cell_dataset if config.dataset_params else None)
     form = likelihood_form(config)
     data: dict = {"C": int(C), "G": int(G)}
     if config.mixture:
         data["K"] = int(config.components)
+    if cell_dataset is not None:
+        data.update(D=int(cell_dataset.max()) + 1, cell_dataset=cell_dataset + 1)
     if form != "capture_cells":
         data.update(J=stats.n_pairs, pair_gene=stats.pair_gene, pair_count=stats.pair_count,
                     pair_weight=stats.pair_weight.astype(float))
@@ -94,7 +119,7 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
                     cell_start=stats.cell_start)
     for name in config.used_priors():
         data[f"prior_{name}"] = [float(x) for x in config.base_prior(name)[1]]
-    families = set(config.hierarchical().values())
+    families = set(config.hierarchical().values()) | set(config.dataset_priors().values())
     if "horseshoe" in families:
         data.update(horseshoe_tau0=config.horseshoe_tau0, slab_df=config.slab_df, slab_scale=config.slab_scale)
     if "neg" in families:
