@@ -6,7 +6,7 @@ Counts stay sparse from disk to Stan: we never build a dense cells x genes array
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,28 @@ class Counts:
     layer: str | None = None
     sha256: str = ""
     selection: dict = field(default_factory=dict)
+    # Joint multi-dataset models (--dataset-key): the obs column, its levels (the dataset coordinate) and
+    # each cell's 0-based dataset code, in row order. None / [] for a single dataset.
+    dataset_key: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    cell_dataset: np.ndarray | None = None
 
     @property
     def n_cells(self) -> int:
         return self.X.shape[0]
+
+    def cells_per_dataset(self) -> dict[str, int]:
+        """dataset label -> number of cells ({} without a dataset key)."""
+        if self.cell_dataset is None:
+            return {}
+        n = np.bincount(self.cell_dataset, minlength=len(self.datasets))
+        return {d: int(k) for d, k in zip(self.datasets, n)}
+
+    def cell_dataset_labels(self) -> np.ndarray | None:
+        """Each cell's dataset label (strings, row order), or None without a dataset key."""
+        if self.cell_dataset is None:
+            return None
+        return np.asarray(self.datasets, dtype=object)[self.cell_dataset].astype(str)
 
     @property
     def n_genes(self) -> int:
@@ -46,8 +64,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_counts(path: str | Path, layer: str | None = None) -> Counts:
-    """Read validated integer counts from an .h5ad file (X or ``layer``), a 10x matrix directory or a 10x .h5."""
+def read_counts(path: str | Path, layer: str | None = None, dataset_key: str | None = None) -> Counts:
+    """Read validated integer counts from an .h5ad file (X or ``layer``), a 10x matrix directory or a 10x .h5.
+
+    ``dataset_key``: the obs column naming each cell's dataset (see assign_datasets).
+    """
     path = Path(path)
     if not path.exists():
         raise UserInputError(f"input file {path} does not exist; check the path")
@@ -63,7 +84,10 @@ def read_counts(path: str | Path, layer: str | None = None) -> Counts:
     X = validate_counts(matrix, where)
     if len(genes) != X.shape[1] or len(cells) != X.shape[0]:
         raise UserInputError(f"{path}: {len(cells)} cell names and {len(genes)} gene names for a {X.shape[0]} x {X.shape[1]} matrix; the files do not belong together")
-    return Counts(
+    if dataset_key is not None and reader is not _read_h5ad:
+        raise UserInputError(f"--dataset-key {dataset_key}: 10x inputs carry no cell annotations; "
+                             f"use an .h5ad with obs['{dataset_key}']")
+    counts = Counts(
         X=X,
         genes=genes,
         cells=cells,
@@ -72,6 +96,48 @@ def read_counts(path: str | Path, layer: str | None = None) -> Counts:
         layer=layer,
         sha256=file_sha256(path) if path.is_file() else _dir_sha256(path),
     )
+    return assign_datasets(counts, dataset_key) if dataset_key is not None else counts
+
+
+def assign_datasets(counts: Counts, key: str) -> Counts:
+    """Map each cell to a dataset through ``obs[key]`` (the one place this happens; read_counts calls it).
+
+    Levels: the categories in their order when the column is categorical (unused categories dropped),
+    otherwise the sorted distinct values (numerically for a numeric column) as strings. A column with
+    missing values is refused: which dataset such a cell belongs to is the user's decision. Fewer than two
+    levels is refused later by config.check_datasets, which knows the model and names the fix.
+    """
+    obs = counts.obs
+    if key not in obs.columns:
+        if len(obs.columns) == 0:
+            raise UserInputError(f"--dataset-key {key}: {counts.source.name} has no obs columns (no cell annotations); "
+                                 f"use an .h5ad with obs['{key}'] naming each cell's dataset")
+        known = ", ".join(map(str, obs.columns))
+        raise UserInputError(f"--dataset-key {key}: no obs column '{key}' in {counts.source.name} (obs columns: {known}); "
+                             "pass one of them")
+    column = obs[key]
+    missing = int(column.isna().sum())
+    if missing:
+        raise UserInputError(f"--dataset-key {key}: obs['{key}'] has no value for {missing} of {len(column)} cells; "
+                             f"filter them out of the input (e.g. adata[adata.obs['{key}'].notna()]) or fill them in")
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.cat.remove_unused_categories()
+        levels = [str(c) for c in column.cat.categories]
+        codes = np.asarray(column.cat.codes, dtype=np.int64)
+    else:
+        values = column.to_numpy()
+        if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+            uniq, codes = np.unique(values, return_inverse=True)
+            levels = [str(v) for v in uniq]
+        else:
+            labels = column.astype(str).to_numpy()
+            uniq, codes = np.unique(labels, return_inverse=True)
+            levels = [str(v) for v in uniq]
+        codes = np.asarray(codes, dtype=np.int64).ravel()
+    if len(set(levels)) != len(levels):  # e.g. 1 and "1" in an object column
+        raise UserInputError(f"--dataset-key {key}: obs['{key}'] has distinct values with the same text; "
+                             "make the dataset names unique strings")
+    return replace(counts, dataset_key=key, datasets=levels, cell_dataset=codes)
 
 
 def _read_h5ad(path: Path, layer: str | None):
@@ -266,6 +332,7 @@ def select(counts: Counts, genes_file: Path | None = None, min_cells: int = 0, t
     CSR matrix keeps it sparse.
     """
     X, genes, cells, obs = counts.X, list(counts.genes), list(counts.cells), counts.obs
+    cell_dataset = counts.cell_dataset
     record: dict = {}
     if min_counts < 0 or min_cells < 0 or (top_genes is not None and top_genes < 1):
         raise UserInputError("--min-counts and --min-cells must be >= 0 and --top-genes >= 1")
@@ -273,6 +340,14 @@ def select(counts: Counts, genes_file: Path | None = None, min_cells: int = 0, t
         keep = np.flatnonzero(np.asarray(X.sum(axis=1)).ravel() >= min_counts)
         X, cells, obs = X[keep], [cells[i] for i in keep], obs.iloc[keep]
         record["min_counts"] = min_counts
+        if cell_dataset is not None:
+            cell_dataset = cell_dataset[keep]
+            left = np.bincount(cell_dataset, minlength=len(counts.datasets))
+            emptied = [d for d, n in zip(counts.datasets, left) if n == 0]
+            if emptied:
+                raise UserInputError(f"--min-counts {min_counts} removes every cell of dataset(s) "
+                                     f"{', '.join(map(repr, emptied))} (obs['{counts.dataset_key}']); lower --min-counts "
+                                     "or drop those cells from the input")
     if genes_file is not None:
         wanted = _read_gene_list(genes_file)
         index = {g: i for i, g in enumerate(genes)}
@@ -300,8 +375,10 @@ def select(counts: Counts, genes_file: Path | None = None, min_cells: int = 0, t
     if X.nnz == 0:
         raise UserInputError("the selection left only zeros; relax --min-counts/--min-cells/--top-genes")
     record.update(n_cells=X.shape[0], n_genes=X.shape[1], cells_in=counts.n_cells, genes_in=counts.n_genes)
-    return Counts(X=X, genes=genes, cells=cells, obs=obs, source=counts.source, layer=counts.layer,
-                  sha256=counts.sha256, selection=record)
+    out = replace(counts, X=X, genes=genes, cells=cells, obs=obs, selection=record, cell_dataset=cell_dataset)
+    if out.dataset_key is not None:
+        record["cells_per_dataset"] = out.cells_per_dataset()
+    return out
 
 
 def _read_gene_list(path: Path) -> list[str]:

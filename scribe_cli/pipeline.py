@@ -15,8 +15,8 @@ import xarray as xr
 
 from . import __version__
 from .cache import compile_program
-from .config import ModelConfig
-from .data import Counts
+from .config import ModelConfig, check_datasets
+from .data import Counts, assign_datasets
 from .diagnostics import convergence
 from .shrinkage import shrinkage
 from .fit import RunOptions, run_method
@@ -48,12 +48,20 @@ class RunResult:
 def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, overwrite: bool = False,
         program: str | None = None, command_line: str = "", float32: bool = False, log_lik: bool = False,
         prior_draws: int = 0, ppc_draws: int = 0) -> RunResult:
-    """Optional groups: ``log_lik`` adds ``log_likelihood`` (per-cell log likelihood computed in Stan's
+    """With ``config.dataset_key`` the cells' datasets come from ``counts`` (read_counts(..., dataset_key=...));
+    they add the ``dataset`` coordinate (programs with a dataset axis), a ``constant_data`` group with each
+    cell's dataset label and the attrs dataset_key, datasets, cells_per_dataset.
+
+    Optional groups: ``log_lik`` adds ``log_likelihood`` (per-cell log likelihood computed in Stan's
     generated quantities); ``prior_draws`` N > 0 adds ``prior`` and ``sample_stats_prior`` (NUTS on the
     prior-only program, N draws per chain); ``ppc_draws`` N > 0 adds ``posterior_predictive`` (replicated
     per-gene statistics at N draws per chain, evenly thinned) and ``observed_data``."""
     check_output_path(output, overwrite)
     _check_groups(program, log_lik, prior_draws, ppc_draws)
+    if config.dataset_key is not None:
+        if counts.dataset_key != config.dataset_key:  # counts read without the key (API use): map the cells now
+            counts = assign_datasets(counts, config.dataset_key)
+        check_datasets(config, counts.datasets)
     timings: dict[str, float] = {}
 
     t = time.monotonic()
@@ -78,7 +86,11 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         coords = {"gene": counts.genes, "cell": counts.cells}
         if "K" in data:
             coords["component"] = list(range(data["K"]))
-        dims_of = lambda arrays: variable_dims(config, arrays, data)  # noqa: E731
+        if "D" in data:
+            if counts.datasets is None or len(counts.datasets) != data["D"]:
+                raise ValueError(f"the data have D = {data['D']} datasets but the counts name {len(counts.datasets or [])}")
+            coords["dataset"] = list(counts.datasets)
+        dims_of = lambda arrays: _variable_dims(config, arrays, data)  # noqa: E731
         prior = None
         if prior_draws > 0:
             t = time.monotonic()
@@ -94,6 +106,8 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         diagnostics = convergence(idata, opts.method, opts.max_treedepth)
         if prior is not None:
             idata.extend(prior)
+        if counts.dataset_key is not None:
+            idata.add_groups(constant_data=dataset_constant_data(counts))
         build_s = time.monotonic() - t
         if ppc_draws > 0:
             t = time.monotonic()
@@ -101,6 +115,11 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
             timings["ppc"] = time.monotonic() - t
         t = time.monotonic() - build_s  # "write" = building the InferenceData + writing it
         shrink = shrinkage(idata.posterior)
+        dataset_attrs = {} if counts.dataset_key is None else {
+            "dataset_key": counts.dataset_key,
+            "datasets": list(counts.datasets),
+            "cells_per_dataset": counts.cells_per_dataset(),
+        }
         attach_attrs(idata, {
             "scribe_version": __version__,
             "stan_version": STAN_VERSION,
@@ -118,6 +137,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
             "n_cells": counts.n_cells,
             "n_genes": counts.n_genes,
             "selection": counts.selection,
+            **dataset_attrs,
             "output_groups": {"log_likelihood": bool(log_lik), "prior_draws": int(prior_draws),
                               "ppc_draws": int(ppc_draws), "groups": list(idata.groups())},
         })
@@ -135,6 +155,16 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         shrinkage=shrink,
         groups=list(idata.groups()),
     )
+
+
+def _variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, list[str]]:
+    """render.variable_dims, with mixtures' per-dataset weights always (dataset, component): when D == K the
+    sizes alone cannot order the two axes."""
+    dims = variable_dims(config, arrays, data)
+    if "dataset_weights" in dims and "D" in data and "K" in data \
+            and np.shape(arrays["dataset_weights"])[2:] == (data["D"], data["K"]):
+        dims["dataset_weights"] = ["dataset", "component"]
+    return dims
 
 
 def _check_groups(program: str | None, log_lik: bool, prior_draws: int, ppc_draws: int) -> None:
@@ -162,6 +192,16 @@ def _sample_prior(config: ModelConfig, counts: Counts, opts: RunOptions, n_draws
     prior_opts = replace(opts, method="nuts", draws=n_draws, init="random")
     fit = run_method(compiled.model, stan_data(config, counts), prior_opts, workdir)
     return prior_inference_data(fit, dims_of, coords)
+
+
+def dataset_constant_data(counts: Counts) -> xr.Dataset:
+    """constant_data: each cell's dataset label (``cell_dataset``, dim cell), written whenever --dataset-key is
+    set, also for programs without a dataset axis (the map is what paired comparisons between datasets need)."""
+    labels = counts.cell_dataset_labels()
+    ds = xr.Dataset({"cell_dataset": (("cell",), labels.astype(str))}, coords={"cell": counts.cells})
+    ds["cell_dataset"].attrs["description"] = f"each cell's dataset: obs['{counts.dataset_key}']"
+    ds.attrs["dataset_key"] = counts.dataset_key
+    return ds
 
 
 def _add_ppc(idata, counts: Counts, n_draws: int, seed: int) -> None:

@@ -28,7 +28,7 @@ def load_posterior(path: Path) -> az.InferenceData:
 
 def run_attrs(idata: az.InferenceData) -> dict:
     attrs = dict(idata.posterior.attrs)
-    for key in ("config", "run_options", "selection"):
+    for key in ("config", "run_options", "selection", "datasets", "cells_per_dataset"):
         if isinstance(attrs.get(key), str):
             try:
                 attrs[key] = json.loads(attrs[key])
@@ -50,7 +50,7 @@ def summarize(idata: az.InferenceData, var_names: list[str] | None = None) -> di
     attrs = run_attrs(idata)
     method = attrs.get("method", "nuts")
     max_td = (attrs.get("run_options") or {}).get("max_treedepth") if isinstance(attrs.get("run_options"), dict) else None
-    return {
+    report = {
         "method": method,
         "seed": attrs.get("seed"),
         "config": attrs.get("config"),
@@ -59,3 +59,7 @@ def summarize(idata: az.InferenceData, var_names: list[str] | None = None) -> di
         "shrinkage": shrinkage(idata.posterior),
         "parameters": parameter_table(idata, var_names),
     }
+    if attrs.get("dataset_key"):
+        report["dataset_key"] = attrs["dataset_key"]
+        report["cells_per_dataset"] = attrs.get("cells_per_dataset")
+    return report
