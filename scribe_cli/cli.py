@@ -217,8 +217,9 @@ def _watch_sigint() -> list:
 
     def handler(signum, frame):
         seen.append(signum)
-        if signum == signal.SIGTERM:
-            _terminate_children()  # Ctrl-C reaches the Stan processes by itself; a scheduler's SIGTERM does not
+        # Ctrl-C in a terminal reaches the Stan processes by itself, but a scheduler's SIGTERM or a `kill -INT`
+        # aimed at this process alone does not: stop them either way, or they would run on as orphans.
+        _terminate_children()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
@@ -249,6 +250,7 @@ def _run(config: ModelConfig, *, input_file, output, overwrite, layer, stan_file
          threads_per_chain, warmup, draws, seed, init, adapt_delta, max_treedepth, strict, quiet, verbose, genes,
          min_cells, top_genes, min_counts, output_format, float32, log_lik, prior_draws, ppc_draws):
     from .cache import check_user_program
+    from .config import check_datasets
     from .data import read_counts, select
     from .idata import check_output_path
     from .pipeline import run as run_pipeline
@@ -266,9 +268,13 @@ def _run(config: ModelConfig, *, input_file, output, overwrite, layer, stan_file
     if output is None:
         output = input_file.with_name(f"{input_file.name.removesuffix('.h5ad').removesuffix('.h5')}.{config.model}.{method}.nc")
     check_output_path(output, overwrite)  # before reading data: fail in a second, not after a minute
-    counts = read_counts(input_file, layer=layer)
+    counts = read_counts(input_file, layer=layer, dataset_key=config.dataset_key)
+    check_datasets(config, counts.datasets)
     counts = select(counts, genes_file=genes, min_cells=min_cells, top_genes=top_genes, min_counts=min_counts)
     log.info("data: %d cells x %d genes (%d non-zero) from %s", counts.n_cells, counts.n_genes, counts.X.nnz, input_file)
+    if counts.dataset_key is not None:
+        log.info("datasets (obs['%s']): %s", counts.dataset_key,
+                 ", ".join(f"{d} {n} cells" for d, n in counts.cells_per_dataset().items()))
     return run_pipeline(counts, config, opts, output, overwrite=overwrite, program=program, float32=float32,
                         command_line=shlex.join(["scribe"] + sys.argv[1:]), log_lik=log_lik,
                         prior_draws=prior_draws, ppc_draws=ppc_draws)
@@ -293,8 +299,10 @@ def _print_result(summary: dict, fmt: str) -> None:
             ("compiled model", "cached" if summary["cached_model"] else "compiled")]
     rows += [(f"time {k} (s)", v) for k, v in summary["timings"].items()]
     rows += [(k, v) for k, v in summary["diagnostics"].items() if k not in ("problems",)]
-    rows += [(f"shrinkage {t}", f"{sh['scale']} = {sh['mean']:.3g} [{sh['q05']:.3g}, {sh['q95']:.3g}]: {sh['reading']}")
-             for t, sh in summary.get("shrinkage", {}).items()]
+    for t, sh in summary.get("shrinkage", {}).items():
+        rows.append((f"shrinkage {t}", f"{sh['scale']} = {sh['mean']:.3g} [{sh['q05']:.3g}, {sh['q95']:.3g}]: {sh['reading']}"))
+        rows += [(f"shrinkage {t} [{d}]", f"{sh['per_dataset_scale']} = {v['mean']:.3g} [{v['q05']:.3g}, {v['q95']:.3g}]: "
+                  f"{v['reading']}") for d, v in sh.get("per_dataset", {}).items()]
     width = max(len(str(k)) for k, _ in rows)
     for k, v in rows:
         click.echo(f"{str(k).ljust(width)}  {v:.4g}" if isinstance(v, float) else f"{str(k).ljust(width)}  {v}")
@@ -323,12 +331,18 @@ def summary(posterior, fmt, var_names):
         diag = report["diagnostics"]
         verdict = "ok" if diag["ok"] else "PROBLEMS: " + "; ".join(diag["problems"])
         click.echo(f"method {report['method']}, seed {report['seed']}, dims {report['dims']}")
+        if report.get("dataset_key"):
+            cells = report.get("cells_per_dataset") or {}
+            click.echo(f"datasets (obs['{report['dataset_key']}']): " + ", ".join(f"{d} ({n} cells)" for d, n in cells.items()))
         click.echo(f"diagnostics: {verdict}")
         click.echo(", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
                              for k, v in diag.items() if k not in ("ok", "problems")))
         for target, sh in report["shrinkage"].items():
             click.echo(f"shrinkage {target} ({sh['family']}): {sh['scale']} = {sh['mean']:.3g} "
                        f"[{sh['q05']:.3g}, {sh['q95']:.3g}]; {sh['reading']}")
+            for d, v in sh.get("per_dataset", {}).items():
+                click.echo(f"  dataset {d}: {sh['per_dataset_scale']} = {v['mean']:.3g} "
+                           f"[{v['q05']:.3g}, {v['q95']:.3g}]; {v['reading']}")
         click.echo(table.to_string(max_rows=40))
         if len(table) > 40:
             click.echo(f"({len(table)} rows; --format tsv lists them all)")
@@ -346,7 +360,9 @@ def ppc(posterior, data, layer, output_prefix, n_draws, seed):
     """Posterior predictive checks per gene: mean, variance and fraction of zeros, observed vs replicated.
 
     Writes a figure (PNG) and a per-gene table (TSV); prints a JSON object with the paths and the fraction
-    of genes whose observed statistic lies inside the 90% predictive interval.
+    of genes whose observed statistic lies inside the 90% predictive interval. For a fit with --dataset-key
+    the data are read with the same key, and the JSON also gives that fraction over each dataset's cells
+    (coverage_90_by_dataset).
     """
     from .data import read_counts, select
     from .reports import ppc as ppc_mod
@@ -357,13 +373,21 @@ def ppc(posterior, data, layer, output_prefix, n_draws, seed):
         attrs = run_attrs(idata)
         if layer is None and attrs.get("input_layer", "X") != "X":
             layer = attrs["input_layer"]
-        counts = read_counts(data, layer=layer)
+        config = attrs.get("config") if isinstance(attrs.get("config"), dict) else {}
+        dataset_key = attrs.get("dataset_key") or config.get("dataset_key")
+        counts = read_counts(data, layer=layer, dataset_key=dataset_key)  # the fit's cell -> dataset map
         sel = attrs.get("selection") or {}
         counts = select(counts, genes_file=sel.get("genes_file"), min_cells=sel.get("min_cells", 0),
                         top_genes=sel.get("top_genes"), min_counts=sel.get("min_counts", 0))
         genes = [str(g) for g in idata.posterior.coords["gene"].values] if "gene" in idata.posterior.coords else None
         if genes is not None and genes != counts.genes:
             raise UserInputError("the data's genes differ from the posterior's; pass the data file the fit used")
+        if dataset_key is not None:
+            fitted = attrs.get("datasets") or ([str(v) for v in idata.posterior.coords["dataset"].values]
+                                               if "dataset" in idata.posterior.coords else None)
+            if fitted is not None and list(fitted) != counts.datasets:
+                raise UserInputError(f"obs['{dataset_key}'] of the data has datasets {counts.datasets}, the posterior "
+                                     f"{list(fitted)}; pass the data file the fit used")
         if n_draws < 1:
             raise UserInputError("--draws must be at least 1")
         prefix = output_prefix or posterior.with_suffix(".ppc")
@@ -373,12 +397,18 @@ def ppc(posterior, data, layer, output_prefix, n_draws, seed):
         check_output_path(png, overwrite=True)
         rep = ppc_mod.replicate_stats(idata.posterior, counts, n_draws=n_draws, seed=seed)
         table = ppc_mod.ppc_table(ppc_mod.observed_stats(counts), rep)
+        by_dataset = ppc_mod.coverage_by_dataset(counts, rep) if counts.dataset_key is not None else None
         atomic_write(tsv, lambda p: table.to_csv(p, sep="\t", index_label="gene"))
         atomic_write(png, lambda p: ppc_mod.plot(table, p, title=f"{posterior.name}: posterior predictive checks ({attrs.get('method', '')})"))
     except ScribeError as exc:
         _fail(exc)
-    click.echo(json.dumps({"figure": str(png), "table": str(tsv), "draws": int(min(n_draws, idata.posterior.sizes['chain'] * idata.posterior.sizes['draw'])),
-                           "coverage_90": ppc_mod.coverage(table)}))
+    report = {"figure": str(png), "table": str(tsv),
+              "draws": int(min(n_draws, idata.posterior.sizes['chain'] * idata.posterior.sizes['draw'])),
+              "coverage_90": ppc_mod.coverage(table)}
+    if by_dataset is not None:
+        report["dataset_key"] = counts.dataset_key
+        report["coverage_90_by_dataset"] = by_dataset
+    click.echo(json.dumps(report))
 
 
 @main.command()
@@ -400,6 +430,11 @@ def doctor(build):
         "compiled_models": count_cached_models(),
     }
     click.echo(json.dumps(report, indent=2))
+
+
+from .cli_de import de  # noqa: E402  (its own module: the command is long; registered here)
+
+main.add_command(de)
 
 
 if __name__ == "__main__":

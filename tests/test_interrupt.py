@@ -11,8 +11,12 @@ import time
 import pytest
 
 
-@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_signal_during_sampling_leaves_nothing(tmp_path, demo_h5ad, toolchain, sig, code, word):
+# SIGINT to the whole group is a terminal's Ctrl-C; SIGTERM or SIGINT to scribe alone is a scheduler's or a
+# user's `kill`: the Stan processes then learn of it only from scribe.
+@pytest.mark.parametrize("sig, to_group, code, word", [(signal.SIGINT, True, 130, "interrupted"),
+                                                       (signal.SIGINT, False, 130, "interrupted"),
+                                                       (signal.SIGTERM, False, 143, "terminated")])
+def test_signal_during_sampling_leaves_nothing(tmp_path, demo_h5ad, toolchain, sig, to_group, code, word):
     out = tmp_path / "post.nc"
     # A run long enough to be interrupted mid-sampling. A terminal's Ctrl-C signals the whole foreground
     # process group (scribe and its Stan processes): reproduce that with a session of our own.
@@ -30,8 +34,7 @@ def test_signal_during_sampling_leaves_nothing(tmp_path, demo_h5ad, toolchain, s
             break
     assert "running nuts" in seen, seen
     time.sleep(3)  # let the chains start
-    # SIGINT goes to the whole group (a terminal's Ctrl-C); SIGTERM to scribe alone, as a scheduler's kill does
-    if sig == signal.SIGINT:
+    if to_group:
         os.killpg(proc.pid, sig)
     else:
         proc.send_signal(sig)
@@ -40,3 +43,12 @@ def test_signal_during_sampling_leaves_nothing(tmp_path, demo_h5ad, toolchain, s
     assert word in stderr
     assert stdout == ""
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+    # no Stan process of the run outlives it (they share scribe's session and process group)
+    for _ in range(50):
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("a Stan process of the interrupted run is still running")

@@ -1,0 +1,429 @@
+"""Differential expression from posterior draws (spec: de.md). Pure numpy / xarray; no Stan.
+
+For each posterior draw s a group's gene parameters (mu_g, r_g) give a composition
+rho_g = lambda_g / sum_j lambda_j with lambda_g = gamma_g mu_g / r_g, gamma_g ~ Gamma(r_g, 1)
+(with a shared p, rho ~ Dirichlet(r) exactly). Two groups A and B at the same draw index give the paired
+effect Delta_g = CLR(rho^A)_g - CLR(rho^B)_g, summarised per gene over draws, and genes are called by
+controlling the posterior expected false discovery proportion (PEFP).
+
+The normalisation of rho cancels in the CLR, so Delta_g = L_g - mean_j L_j with L_g = log lambda^A_g -
+log lambda^B_g: a per-draw centre over all genes plus a per-gene term. That is what bounds the memory: the
+draws are processed in blocks of (draws x genes), each with its own seeded generator, so that a first pass
+collects the per-draw centres and a second pass, gene block by gene block, regenerates the same gamma draws
+and summarises them. No array larger than (draws x samples_per_draw x GENE_BLOCK) is ever built (beyond
+the posterior's own mu and r), and the result depends on the seed only, not on the memory available.
+
+Groups: two components of a mixture fit, two datasets of a joint fit (several pairs of datasets are
+averaged within each draw, after the within-pair Delta), or two separate fits paired by draw index.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..errors import UserInputError
+
+# Fixed block sizes: the random streams are keyed by (seed, pair, side, draw block, gene block), so these
+# must not depend on the machine, or the same seed would give different numbers elsewhere.
+DRAW_BLOCK = 256
+GENE_BLOCK = 256
+# Keep all L_g draws from the first pass when they fit in this many float64 elements (64 MB); otherwise
+# the second pass regenerates them (same streams, same numbers).
+KEEP_ELEMENTS = 8_000_000
+
+DEFAULT_CI = 0.90
+DEFAULT_TAU = math.log(1.1)
+DEFAULT_TARGET = 0.05
+
+COLUMNS = ["gene", "mean_clr_diff", "sd_clr_diff", "ci_low", "ci_high", "prob_positive", "prob_effect", "lfsr",
+           "lfsr_tau", "lfc_mean", "lfc_sd", "called", "rank", "lvr_mean", "lvr_sd"]
+
+SAMPLE_DIMS = ("chain", "draw")
+
+
+# --- the groups ------------------------------------------------------------------------------------------
+
+@dataclass
+class Group:
+    """One side of a comparison: gene means and sizes per posterior draw, both (S, G)."""
+
+    label: str
+    mu: np.ndarray
+    r: np.ndarray
+
+
+@dataclass
+class Comparison:
+    """Pairs (A_k, B_k) of groups compared at the same draw index; Delta = sum_k weights[k] Delta_k."""
+
+    kind: str  # "components" | "datasets" | "fits"
+    label_a: str
+    label_b: str
+    pairs: list[tuple[Group, Group]]
+    weights: np.ndarray
+    genes: list[str]
+    notes: list[str] = field(default_factory=list)  # things the user must hear (stderr and metadata)
+    n_draws_a: int = 0  # posterior draws before any resampling
+    n_draws_b: int = 0
+
+    @property
+    def n_draws(self) -> int:
+        return self.pairs[0][0].mu.shape[0]
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.genes)
+
+
+def gene_parameters(posterior: xr.Dataset, name: str) -> tuple[xr.DataArray, xr.DataArray]:
+    """``mu`` and ``r`` of a posterior, or a one-line error."""
+    missing = [v for v in ("mu", "r") if v not in posterior.data_vars]
+    if missing:
+        raise UserInputError(f"{name} has no {' or '.join(repr(m) for m in missing)} in its posterior; "
+                             "DE needs the gene means mu and sizes r: pass a posterior written by `scribe run`")
+    mu, r = posterior["mu"], posterior["r"]
+    for var in (mu, r):
+        if "gene" not in var.dims or any(d not in var.dims for d in SAMPLE_DIMS):
+            raise UserInputError(f"{var.name} of {name} has dims {tuple(var.dims)}, not (chain, draw, gene, ...); "
+                                 "pass a posterior written by `scribe run`")
+    return mu, r
+
+
+def gene_names(posterior: xr.Dataset, name: str) -> list[str]:
+    mu, _ = gene_parameters(posterior, name)
+    if "gene" in mu.coords:
+        return [str(g) for g in mu.coords["gene"].values]
+    return [str(i) for i in range(mu.sizes["gene"])]
+
+
+def _labels(var: xr.DataArray, dim: str) -> list[str]:
+    if dim in var.coords:
+        return [str(v) for v in var.coords[dim].values]
+    return [str(i) for i in range(var.sizes[dim])]
+
+
+def _take(var: xr.DataArray, dim: str | None, label: str | None) -> xr.DataArray:
+    """The slice ``dim = label`` of ``var`` if it has that dim; a shared quantity (no such dim) as it is."""
+    if dim is None or dim not in var.dims:
+        return var
+    return var.isel({dim: _labels(var, dim).index(label)})
+
+
+def _group(mu: xr.DataArray, r: xr.DataArray, dim: str | None, label: str | None, name: str) -> Group:
+    mu_g, r_g = _take(mu, dim, label), _take(r, dim, label)
+    for var in (mu_g, r_g):
+        extra = [d for d in var.dims if d not in (*SAMPLE_DIMS, "gene")]
+        if extra:
+            hint = {"component": "this is a mixture fit: compare two of its components with --components K1 K2",
+                    "dataset": "this is a joint multi-dataset fit: compare two datasets with --datasets D1 D2"}
+            raise UserInputError(f"{var.name} of {name} has the extra dim(s) {', '.join(extra)}; "
+                                 + hint.get(extra[0], "DE compares per-gene parameters only"))
+    order = (*SAMPLE_DIMS, "gene")
+    arrays = []
+    for var in (mu_g, r_g):
+        a = np.asarray(var.transpose(*order).values, dtype=np.float64)
+        arrays.append(a.reshape(-1, a.shape[-1]))
+    mu_a, r_a = arrays
+    if not (np.all(np.isfinite(mu_a)) and np.all(mu_a > 0) and np.all(np.isfinite(r_a)) and np.all(r_a > 0)):
+        raise UserInputError(f"mu or r of {name} (group {label}) has non-positive or non-finite draws; "
+                             "check the fit (scribe summary) before DE")
+    return Group(label=str(label) if label is not None else name, mu=mu_a, r=r_a)
+
+
+def _check_labels(var: xr.DataArray, dim: str, labels: list[str], name: str, option: str) -> None:
+    available = _labels(var, dim)
+    for lab in labels:
+        if lab not in available:
+            raise UserInputError(f"{dim} {lab!r} is not in {name} ({dim}s: {', '.join(available)}); "
+                                 f"pass labels from that list to {option}")
+
+
+def _check_pairs(a: list[str], b: list[str], option: str) -> None:
+    if len(a) != len(b) or not a:
+        raise UserInputError(f"{option} needs the same number of labels on both sides ({len(a)} vs {len(b)}); "
+                             f"pair them in order, e.g. {option} a1,a2 b1,b2")
+    if len(set(a)) != len(a) or len(set(b)) != len(b):
+        raise UserInputError(f"{option} lists a label twice on one side; give each label once")
+    same = [x for x, y in zip(a, b) if x == y]
+    if same:
+        raise UserInputError(f"{option} compares {same[0]!r} with itself; pass two different labels")
+
+
+def _uniform(n: int) -> np.ndarray:
+    return np.full(n, 1.0 / n)
+
+
+def components_comparison(posterior: xr.Dataset, a: list[str], b: list[str], name: str = "the posterior") -> Comparison:
+    """Components a[k] vs b[k] of one mixture fit (labels as in the ``component`` coords), draws paired by index."""
+    mu, r = gene_parameters(posterior, name)
+    a, b = [str(x) for x in a], [str(x) for x in b]
+    if "component" not in mu.dims and "component" not in r.dims:
+        raise UserInputError(f"{name} is not a mixture fit (mu and r have no component dim); use --components "
+                             "on a fit with --components K >= 2, or compare two fits: scribe de A.nc B.nc")
+    _check_pairs(a, b, "--components")
+    holder = mu if "component" in mu.dims else r
+    _check_labels(holder, "component", a + b, name, "--components")
+    pairs = [(_group(mu, r, "component", x, name), _group(mu, r, "component", y, name)) for x, y in zip(a, b)]
+    S = pairs[0][0].mu.shape[0]
+    return Comparison("components", ",".join(a), ",".join(b), pairs, _uniform(len(pairs)), gene_names(posterior, name),
+                      n_draws_a=S, n_draws_b=S)
+
+
+def datasets_comparison(posterior: xr.Dataset, a: list[str], b: list[str], name: str = "the posterior",
+                        weights: str = "uniform", cells_per_dataset: dict | None = None) -> Comparison:
+    """Datasets a[k] vs b[k] of one joint fit, draws paired by index. A quantity without the dataset dim is
+    shared by the datasets. Several pairs: the within-pair Deltas are averaged at each draw, with uniform
+    weights or weights proportional to the pair's cells (``cells_per_dataset``)."""
+    mu, r = gene_parameters(posterior, name)
+    a, b = [str(x) for x in a], [str(x) for x in b]
+    if "dataset" not in mu.dims and "dataset" not in r.dims:
+        raise UserInputError(f"{name} has no dataset-specific mu or r (the datasets share every gene parameter); "
+                             "refit with --dataset-key and --expression-dataset-prior (or --prob-dataset-prior)")
+    _check_pairs(a, b, "--datasets")
+    holder = mu if "dataset" in mu.dims else r
+    _check_labels(holder, "dataset", a + b, name, "--datasets")
+    pairs = [(_group(mu, r, "dataset", x, name), _group(mu, r, "dataset", y, name)) for x, y in zip(a, b)]
+    if weights == "uniform":
+        w = _uniform(len(pairs))
+    elif weights == "cells":
+        if not cells_per_dataset:
+            raise UserInputError(f"{name} does not record cells per dataset; use --pair-weights uniform")
+        missing = [d for d in a + b if d not in cells_per_dataset]
+        if missing:
+            raise UserInputError(f"{name} records no cell count for dataset {missing[0]!r}; use --pair-weights uniform")
+        w = np.array([cells_per_dataset[x] + cells_per_dataset[y] for x, y in zip(a, b)], dtype=float)
+        w = w / w.sum()
+    else:
+        raise UserInputError(f"unknown pair weights {weights!r}; use uniform or cells")
+    S = pairs[0][0].mu.shape[0]
+    return Comparison("datasets", ",".join(a), ",".join(b), pairs, w, gene_names(posterior, name),
+                      n_draws_a=S, n_draws_b=S)
+
+
+def fits_comparison(post_a: xr.Dataset, post_b: xr.Dataset, name_a: str = "A", name_b: str = "B",
+                    seed: int = 0) -> Comparison:
+    """Two separate fits, draws paired by index. Unequal draw counts: the larger is subsampled without
+    replacement (seeded) to the smaller's count. The fits are independent, so the comparison ignores any
+    technical structure the groups share (a note says so)."""
+    genes_a, genes_b = gene_names(post_a, name_a), gene_names(post_b, name_b)
+    if genes_a != genes_b:
+        if len(genes_a) != len(genes_b):
+            what = f"{len(genes_a)} vs {len(genes_b)} genes"
+        else:
+            i = next(i for i, (x, y) in enumerate(zip(genes_a, genes_b)) if x != y)
+            what = f"gene {i + 1} is {genes_a[i]!r} vs {genes_b[i]!r}"
+        raise UserInputError(f"the genes of {name_a} and {name_b} differ ({what}); fit both on the same genes "
+                             "in the same order (e.g. scribe run --genes FILE)")
+    ga = _group(*gene_parameters(post_a, name_a), None, None, name_a)
+    gb = _group(*gene_parameters(post_b, name_b), None, None, name_b)
+    notes = [f"{name_a} and {name_b} are separate fits: their draws are independent and the comparison ignores any "
+             "technical structure the groups share (a joint fit with --dataset-key pairs them properly)"]
+    sa, sb = ga.mu.shape[0], gb.mu.shape[0]
+    if sa != sb:
+        n = min(sa, sb)
+        rng = np.random.default_rng([seed, 7919])
+        big = ga if sa > sb else gb
+        idx = np.sort(rng.choice(big.mu.shape[0], size=n, replace=False))
+        big.mu, big.r = big.mu[idx], big.r[idx]
+        notes.append(f"unequal draw counts ({sa} in {name_a}, {sb} in {name_b}): "
+                     f"{(name_a if sa > sb else name_b)} was subsampled to {n} draws (seed {seed}) to pair them by index")
+    return Comparison("fits", name_a, name_b, [(ga, gb)], np.ones(1), genes_a, notes=notes, n_draws_a=sa, n_draws_b=sb)
+
+
+# --- compositions and effects (small, direct forms; the block machinery below uses the same pieces) -------
+
+def log_gamma(rng: np.random.Generator, shape: np.ndarray) -> np.ndarray:
+    """log of Gamma(shape, 1) draws, one per element of ``shape``, accurate for small shapes too:
+    Gamma(a) = Gamma(a + 1) U^(1/a) (a direct draw underflows to 0 for a << 1)."""
+    shape = np.asarray(shape, dtype=np.float64)
+    g = rng.standard_gamma(shape + 1.0)
+    u = 1.0 - rng.random(shape.shape)  # in (0, 1]
+    return np.log(g) + np.log(u) / shape
+
+
+def log_rates(mu: np.ndarray, r: np.ndarray, rng: np.random.Generator, samples_per_draw: int = 1) -> np.ndarray:
+    """log lambda, lambda_g = gamma_g mu_g / r_g, for mu, r of shape (S, G): returns (S, m, G)."""
+    mu, r = np.asarray(mu, float), np.asarray(r, float)
+    shape = np.broadcast_to(r[:, None, :], (r.shape[0], samples_per_draw, r.shape[1]))
+    return log_gamma(rng, shape) + (np.log(mu) - np.log(r))[:, None, :]
+
+
+def compositions(mu: np.ndarray, r: np.ndarray, rng: np.random.Generator, samples_per_draw: int = 1) -> np.ndarray:
+    """Compositions rho (S, m, G), each row on the simplex."""
+    lam = log_rates(mu, r, rng, samples_per_draw)
+    lam -= lam.max(axis=-1, keepdims=True)
+    rho = np.exp(lam)
+    return rho / rho.sum(axis=-1, keepdims=True)
+
+
+def clr(rho: np.ndarray) -> np.ndarray:
+    """Centred log-ratio over the last axis."""
+    lr = np.log(rho)
+    return lr - lr.mean(axis=-1, keepdims=True)
+
+
+def lfc(mu_a: np.ndarray, mu_b: np.ndarray) -> np.ndarray:
+    """Closure-free log fold change log(mu_A / mu_B) per draw."""
+    return np.log(mu_a) - np.log(mu_b)
+
+
+def nb_variance(mu: np.ndarray, r: np.ndarray) -> np.ndarray:
+    return mu + mu * mu / r
+
+
+def lvr(mu_a: np.ndarray, r_a: np.ndarray, mu_b: np.ndarray, r_b: np.ndarray) -> np.ndarray:
+    """Log variance ratio log(Var_A / Var_B), Var = mu + mu^2 / r (the NB variance)."""
+    return np.log(nb_variance(mu_a, r_a)) - np.log(nb_variance(mu_b, r_b))
+
+
+# --- evidence ----------------------------------------------------------------------------------------------
+
+def gene_evidence(delta: np.ndarray, ci: float = DEFAULT_CI, tau: float = DEFAULT_TAU) -> dict[str, np.ndarray]:
+    """Per-gene summaries of effect draws ``delta`` (N draws x G genes), all empirical over the draws."""
+    delta = np.asarray(delta, dtype=np.float64)
+    n = delta.shape[0]
+    lo, hi = np.quantile(delta, [(1 - ci) / 2, (1 + ci) / 2], axis=0)
+    pos = (delta > 0).mean(axis=0)
+    neg = (delta < 0).mean(axis=0)
+    effect = np.maximum((delta > tau).mean(axis=0), (delta < -tau).mean(axis=0))
+    return {
+        "mean_clr_diff": delta.mean(axis=0),
+        "sd_clr_diff": delta.std(axis=0, ddof=1) if n > 1 else np.zeros(delta.shape[1]),
+        "ci_low": lo,
+        "ci_high": hi,
+        "prob_positive": pos,
+        "prob_effect": effect,
+        "lfsr": np.minimum(pos, neg),
+        "lfsr_tau": 1.0 - effect,
+    }
+
+
+def table_order(lfsr_tau: np.ndarray, mean_clr_diff: np.ndarray) -> np.ndarray:
+    """Indices sorting genes by lfsr_tau ascending, then |mean_clr_diff| descending (stable)."""
+    return np.lexsort((-np.abs(mean_clr_diff), lfsr_tau))
+
+
+def pefp_calls(lfsr_tau: np.ndarray, target: float = DEFAULT_TARGET, order: np.ndarray | None = None) -> np.ndarray:
+    """Call the largest n genes (in ``order``, default lfsr_tau ascending) whose mean lfsr_tau, the posterior
+    expected false discovery proportion, is at most ``target``. Returns a boolean mask in gene order."""
+    lfsr_tau = np.asarray(lfsr_tau, dtype=np.float64)
+    if order is None:
+        order = np.argsort(lfsr_tau, kind="stable")
+    pefp = np.cumsum(lfsr_tau[order]) / np.arange(1, lfsr_tau.size + 1)
+    # Sorted ascending, the running mean never decreases: the calls are a prefix. The small slack absorbs
+    # rounding in the cumulative sum (lfsr_tau are multiples of 1 / draws).
+    n = int(np.sum(pefp <= target + 1e-12))
+    called = np.zeros(lfsr_tau.size, dtype=bool)
+    called[order[:n]] = True
+    return called
+
+
+# --- the block machinery -------------------------------------------------------------------------------------
+
+def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _pair_diff(comp: Comparison, seed: int, m: int, i: int, s: tuple[int, int], j: int, g: tuple[int, int]) -> np.ndarray:
+    """L = sum_k w_k (log lambda^A_k - log lambda^B_k) on draw block i (rows s0:s1), gene block j
+    (genes g0:g1): shape (s1 - s0, m, g1 - g0). Each (pair, side, draw block, gene block) has its own stream."""
+    (s0, s1), (g0, g1) = s, g
+    out = np.zeros((s1 - s0, m, g1 - g0))
+    for k, (ga, gb) in enumerate(comp.pairs):
+        for side, grp in ((0, ga), (1, gb)):
+            rng = np.random.default_rng([seed, k, side, i, j])
+            ll = log_rates(grp.mu[s0:s1, g0:g1], grp.r[s0:s1, g0:g1], rng, m)
+            if side == 0:
+                out += comp.weights[k] * ll
+            else:
+                out -= comp.weights[k] * ll
+    return out
+
+
+def delta_blocks(comp: Comparison, seed: int = 0, samples_per_draw: int = 1):
+    """Yield (gene slice, Delta block of shape (S * m, genes in block)) over the gene blocks, in order."""
+    if seed < 0:
+        raise UserInputError("--seed must be 0 or more")
+    m = int(samples_per_draw)
+    S, G = comp.n_draws, comp.n_genes
+    dblocks, gblocks = _blocks(S, DRAW_BLOCK), _blocks(G, GENE_BLOCK)
+    keep = S * m * G <= KEEP_ELEMENTS
+    kept = np.empty((S, m, G)) if keep else None
+    centre = np.zeros((S, m))
+    for i, s in enumerate(dblocks):  # pass 1: the per-draw centres mean_j L_j
+        for j, g in enumerate(gblocks):
+            L = _pair_diff(comp, seed, m, i, s, j, g)
+            centre[s[0]:s[1]] += L.sum(axis=-1)
+            if keep:
+                kept[s[0]:s[1], :, g[0]:g[1]] = L
+    centre /= G
+    for j, g in enumerate(gblocks):  # pass 2: Delta_g = L_g - centre, gene block by gene block
+        if keep:
+            L = kept[:, :, g[0]:g[1]]
+        else:
+            L = np.empty((S, m, g[1] - g[0]))
+            for i, s in enumerate(dblocks):
+                L[s[0]:s[1]] = _pair_diff(comp, seed, m, i, s, j, g)
+        yield slice(*g), (L - centre[:, :, None]).reshape(S * m, g[1] - g[0])
+
+
+def de_table(comp: Comparison, *, ci: float = DEFAULT_CI, tau: float = DEFAULT_TAU, target: float = DEFAULT_TARGET,
+             samples_per_draw: int = 1, seed: int = 0) -> pd.DataFrame:
+    """The DE table of de.md (one row per gene, sorted, ranked, PEFP calls) plus lvr_mean and lvr_sd."""
+    check_settings(ci=ci, tau=tau, target=target, samples_per_draw=samples_per_draw, seed=seed)
+    G = comp.n_genes
+    cols = {k: np.empty(G) for k in ("mean_clr_diff", "sd_clr_diff", "ci_low", "ci_high", "prob_positive",
+                                     "prob_effect", "lfsr", "lfsr_tau", "lfc_mean", "lfc_sd", "lvr_mean", "lvr_sd")}
+    for gs, delta in delta_blocks(comp, seed=seed, samples_per_draw=samples_per_draw):
+        for key, val in gene_evidence(delta, ci=ci, tau=tau).items():
+            cols[key][gs] = val
+        lf = sum(w * lfc(a.mu[:, gs], b.mu[:, gs]) for w, (a, b) in zip(comp.weights, comp.pairs))
+        lv = sum(w * lvr(a.mu[:, gs], a.r[:, gs], b.mu[:, gs], b.r[:, gs]) for w, (a, b) in zip(comp.weights, comp.pairs))
+        ddof = 1 if comp.n_draws > 1 else 0
+        cols["lfc_mean"][gs], cols["lfc_sd"][gs] = lf.mean(axis=0), lf.std(axis=0, ddof=ddof)
+        cols["lvr_mean"][gs], cols["lvr_sd"][gs] = lv.mean(axis=0), lv.std(axis=0, ddof=ddof)
+    order = table_order(cols["lfsr_tau"], cols["mean_clr_diff"])
+    called = pefp_calls(cols["lfsr_tau"], target, order)
+    rank = np.empty(G, dtype=int)
+    rank[order] = np.arange(1, G + 1)
+    table = pd.DataFrame({"gene": comp.genes, **cols, "called": called, "rank": rank})
+    return table[COLUMNS].iloc[order].reset_index(drop=True)
+
+
+def check_settings(*, ci: float, tau: float, target: float, samples_per_draw: int, seed: int) -> None:
+    if not 0 < ci < 1:
+        raise UserInputError(f"--ci {ci} is outside (0, 1); pass a probability such as 0.9")
+    if not (tau >= 0 and math.isfinite(tau)):
+        raise UserInputError(f"--tau {tau} is negative; pass a log-scale threshold >= 0 such as 0.0953 (= log 1.1)")
+    if not 0 <= target <= 1:
+        raise UserInputError(f"--target {target} is outside [0, 1]; pass a false discovery proportion such as 0.05")
+    if samples_per_draw < 1:
+        raise UserInputError("--samples-per-draw must be at least 1")
+    if seed < 0:
+        raise UserInputError("--seed must be 0 or more")
+
+
+def summary(table: pd.DataFrame, n_top: int = 10) -> dict:
+    """Counts and the top genes of a DE table, for the CLI's JSON."""
+    called = table[table["called"]]
+    top = (called if len(called) else table).head(n_top)
+    return {
+        "genes": int(len(table)),
+        "called": int(len(called)),
+        "called_up": int((called["mean_clr_diff"] > 0).sum()),
+        "called_down": int((called["mean_clr_diff"] < 0).sum()),
+        "top": [{"gene": row.gene, "mean_clr_diff": round(float(row.mean_clr_diff), 4),
+                 "lfc_mean": round(float(row.lfc_mean), 4), "lfsr_tau": round(float(row.lfsr_tau), 4),
+                 "called": bool(row.called)} for row in top.itertuples()],
+    }
+
+
+def safe_label(text: str) -> str:
+    """A label usable in a file name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "group"
