@@ -38,32 +38,47 @@ def bnb_logpmf(u, r, kappa, alpha):
     return gammaln(u + r) - gammaln(u + 1) - gammaln(r) + betaln(alpha + u, kappa + r) - betaln(alpha, kappa)
 
 
-def dense_cell_loglik(config, v: dict, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dense_cell_loglik(config, v: dict, U: np.ndarray, cell_dataset: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Reference log likelihood with scipy, entry by entry: per cell (components marginalised) and the
-    per-cell, per-component terms (C x K). ``v`` holds one draw's Stan variables."""
+    per-cell, per-component terms (C x K). ``v`` holds one draw's Stan variables.
+
+    Multi-dataset programs (``cell_dataset``: 0-based dataset of each cell): a genes x datasets parameter
+    (shape (G, D)) is taken at each cell's dataset, a per-gene one (shape (G,)) is shared; mixture weights
+    are each cell's dataset's ``dataset_weights`` row."""
     from scipy import stats
     from scipy.special import logsumexp
 
     C, G = U.shape
     K = config.components
+    datasets = cell_dataset is not None and config.dataset_params
 
-    def gk(name):
-        return np.asarray(v[name], dtype=float).reshape(G, K)
+    def gk(name):  # -> broadcastable to (C, G, K)
+        x = np.asarray(v[name], dtype=float)
+        if datasets:
+            x = x[:, None] if x.shape == (G,) else x  # shared by the datasets
+            assert x.shape[0] == G and x.ndim == 2, (name, x.shape)
+            return x[:, cell_dataset].T[:, :, None] if x.shape[1] > 1 else x.T[:, :, None]
+        return x.reshape(G, K)[None]
 
     mu, r = gk("mu"), gk("r")
     capture = np.asarray(v["capture"], dtype=float) if config.variable_capture else np.ones(C)
-    m = capture[:, None, None] * mu[None]
+    m = capture[:, None, None] * mu
     u = U[:, :, None]
     if config.bnb:
-        kappa = gk("kappa")[None]
-        lp = bnb_logpmf(u, r[None], kappa, (kappa - 1) * m / r[None])
+        kappa = gk("kappa")
+        lp = bnb_logpmf(u, r, kappa, (kappa - 1) * m / r)
     else:
-        lp = stats.nbinom.logpmf(u, r[None], r[None] / (r[None] + m))
+        lp = stats.nbinom.logpmf(u, r, r / (r + m))
     if config.zero_inflated:
-        gate = gk("gate")[None]
+        gate = gk("gate")
         lp = np.where(u == 0, np.logaddexp(np.log(gate), np.log1p(-gate) + lp), np.log1p(-gate) + lp)
     cell = lp.sum(axis=1)  # C x K
     if K > 1:
-        cell = cell + np.log(np.asarray(v["weights"], dtype=float))[None, :]
+        if cell_dataset is not None:  # per-dataset weights (--dataset-key with a mixture)
+            log_w = np.log(np.asarray(v["dataset_weights"], dtype=float))[cell_dataset]
+        else:
+            log_w = np.log(np.asarray(v["weights"], dtype=float))[None, :]
+        cell = cell + log_w
         return logsumexp(cell, axis=1), cell
     return cell[:, 0], cell

@@ -28,6 +28,19 @@ VIOLATIONS = [
     (dict(overdispersion_prior="horseshoe"), "--overdispersion-prior needs --bnb"),
     (dict(bnb=True), "--bnb needs a shrinkage prior"),
     (dict(bnb=True, overdispersion_prior="gaussian"), "--overdispersion-prior is horseshoe or neg"),
+    # dataset-level priors (datasets.md, Validity)
+    (dict(expression_dataset_prior="gaussian"), "a dataset-level prior needs --dataset-key"),
+    (dict(dataset_key="ds", prob_dataset_mode="scalar"), "--prob-dataset-mode needs --prob-dataset-prior"),
+    (dict(dataset_key="ds", parameterization="mean-disp", prob_dataset_prior="neg"),
+     "--prob-dataset-prior needs a parameterization that samples p or phi"),
+    (dict(dataset_key="ds", prob_prior="neg", prob_dataset_prior="horseshoe"), "--prob-prior and --prob-dataset-prior"),
+    (dict(dataset_key="ds", zero_inflation_dataset_prior="horseshoe"),
+     "--zero-inflation-dataset-prior needs a zero-inflated model"),
+    (dict(dataset_key="ds", model="zinb", gate_prior="neg", zero_inflation_dataset_prior="neg"),
+     "--gate-prior and --zero-inflation-dataset-prior"),
+    (dict(dataset_key="ds", overdispersion_dataset_prior="horseshoe"), "--overdispersion-dataset-prior needs --bnb"),
+    (dict(dataset_key="ds", components=2, expression_dataset_prior="neg"),
+     "dataset-level priors are not available with mixtures"),
     (dict(gate_prior="horseshoe", model="zinb", slab_scale=0.0), "horseshoe hyperparameters must be positive"),
     (dict(neg_a=-1.0), "NEG hyperparameters must be positive"),
     (dict(priors=(("r", "normal", (0.0, 1.0)),)), "must have the family of its mode"),
@@ -71,7 +84,9 @@ def test_valid_configurations_pass(kw):
 
 def test_unknown_values():
     for kw, fragment in [(dict(model="nb"), "unknown --model"), (dict(parameterization="odds"), "unknown --parameterization"),
-                         (dict(gate_prior="laplace"), "unknown --gate-prior")]:
+                         (dict(gate_prior="laplace"), "unknown --gate-prior"),
+                         (dict(prob_dataset_mode="both"), "unknown --prob-dataset-mode"),
+                         (dict(zero_inflation_dataset_prior="laplace"), "unknown --zero-inflation-dataset-prior")]:
         with pytest.raises(UserInputError, match=fragment):
             validate(ModelConfig(**kw))
 

@@ -135,3 +135,250 @@ def test_bnb_mean_preserving_alpha():
         p = rng.beta(kappa, alpha, size=400_000)
         draws = rng.negative_binomial(r, p)
         assert abs(draws.mean() - m) < 5 * np.sqrt(var / draws.size)
+
+
+# --- multi-dataset programs (--dataset-key, datasets.md) ---------------------------------------------------
+# Each program below covers new template branches; together: every likelihood form with dataset-specific
+# parameters (pairs with NB / ZI + BNB, capture_shared_p, capture_cells with ZI / BNB), every dataset-level
+# target (expression, prob in its three modes, gate, overdispersion), every family on some target (gaussian,
+# horseshoe, NEG; two_level with horseshoe and NEG), every parameterization's broadcast of derived
+# quantities (real / vector[G] / vector[D] / matrix[G, D]), a gene-level prior next to dataset-level ones
+# (gate, overdispersion on omega_pop), and the per-dataset mixture weights in the three mixture forms.
+DATASET_CASES = {
+    # form: pairs
+    "ds_pairs": dict(model="nbdm", dataset_key="ds", expression_dataset_prior="horseshoe",
+                     prob_dataset_prior="gaussian"),  # r, p, mu all genes x datasets
+    "ds_zinb_bnb": dict(model="zinb", bnb=True, overdispersion_prior="neg", dataset_key="ds",
+                        zero_inflation_dataset_prior="neg", overdispersion_dataset_prior="horseshoe",
+                        prob_dataset_prior="neg", prob_dataset_mode="two_level"),  # r per gene, p / gate / omega G x D
+    "ds_odds_scalar": dict(model="nbdm", parameterization="mean-odds", dataset_key="ds",
+                           expression_dataset_prior="gaussian", prob_dataset_prior="horseshoe",
+                           prob_dataset_mode="scalar"),  # phi, p per dataset: vector[D]
+    "ds_two_level_hs": dict(model="zinb", parameterization="mean-prob", gate_prior="gaussian", dataset_key="ds",
+                            prob_dataset_prior="horseshoe", prob_dataset_mode="two_level", unconstrained=True),
+    # form: capture_shared_p (p per dataset)
+    "ds_nbvcp_shared": dict(model="nbvcp", dataset_key="ds", expression_dataset_prior="gaussian",
+                            prob_dataset_prior="neg", prob_dataset_mode="scalar"),
+    # form: capture_cells
+    "ds_zinbvcp_gate": dict(model="zinbvcp", dataset_key="ds", zero_inflation_dataset_prior="horseshoe"),
+    "ds_nbvcp_meandisp_bnb": dict(model="nbvcp", parameterization="mean-disp", bnb=True,
+                                  overdispersion_prior="horseshoe", dataset_key="ds", expression_dataset_prior="neg"),
+    # mixtures with --dataset-key alone: per-dataset weights
+    "ds_mix_pairs": dict(model="nbdm", components=2, assignments=True, dataset_key="ds"),
+    "ds_mix_cells": dict(model="zinbvcp", components=2, assignments=True, dataset_key="ds"),
+}
+
+# Per-cell log_lik (render(log_lik=True)) of dataset programs: each form's per-cell function with datasets.
+DATASET_LOG_LIK_CASES = {
+    "ds_pairs": DATASET_CASES["ds_pairs"],  # pairs: per-dataset sums of log P(0)
+    "ds_nbvcp_odds": dict(model="nbvcp", parameterization="mean-odds", dataset_key="ds",
+                          expression_dataset_prior="horseshoe"),  # capture_shared_p, p shared (real)
+    "ds_zinbvcp_gate": DATASET_CASES["ds_zinbvcp_gate"],  # capture_cells: cells_loglik per dataset column
+    "ds_mix_shared": dict(model="nbvcp", components=2, assignments=True, dataset_key="ds"),  # capture_shared_p mixture
+}
+
+
+def test_dataset_cases_cover_every_form():
+    forms = {likelihood_form(validate(ModelConfig(**kw))) for kw in DATASET_CASES.values()}
+    assert forms == {"pairs", "pairs_mixture", "capture_shared_p", "capture_cells"}
+    configs = [validate(ModelConfig(**kw)) for kw in list(DATASET_CASES.values()) + list(DATASET_LOG_LIK_CASES.values())]
+    used = {(t, f) for c in configs for t, f in c.dataset_priors().items()}
+    assert {t for t, _ in used} == {"expression", "prob", "gate", "overdispersion"}
+    assert {f for _, f in used} == {"gaussian", "horseshoe", "neg"}
+    assert {c.prob_dataset_mode for c in configs if c.prob_dataset_prior != "none"} == {"scalar", "gene_specific",
+                                                                                          "two_level"}
+    assert {c.parameterization for c in configs if c.dataset_params} == {"canonical", "mean-prob", "mean-odds",
+                                                                         "mean-disp"}
+    assert {likelihood_form(c) for c in configs if c.mixture and c.dataset_key} == {"pairs_mixture",
+                                                                                     "capture_shared_p", "capture_cells"}
+
+
+@pytest.fixture(scope="module")
+def dataset_counts() -> tuple[sp.csr_matrix, np.ndarray]:
+    """The 40 x 15 matrix above split into 3 datasets of 7, 21 and 12 cells, interleaved (not in blocks);
+    gene 9 is all zero in dataset 0 only (and gene 5 everywhere, cell 3 entirely)."""
+    rng = np.random.default_rng(31)
+    U = small_counts(20240611).toarray()
+    cell_dataset = rng.permutation(np.repeat([0, 1, 2], [7, 21, 12]))
+    U[cell_dataset == 0, 9] = 0
+    assert U[cell_dataset != 0, 9].sum() > 0 and U[cell_dataset == 0].sum() > 0
+    return sp.csr_matrix(U), cell_dataset
+
+
+def _gd(x, G, D):
+    """A printed quantity (scalar, per gene (G,), per dataset (D,), or (G, D)) as a genes x datasets array."""
+    x = np.asarray(x, dtype=float)
+    if x.shape == (G,):
+        x = x[:, None]
+    return np.broadcast_to(x, (G, D))
+
+
+def _logit(x):
+    return np.log(x) - np.log1p(-x)
+
+
+def _check_dataset_transforms(config, v, G, D):
+    """numpy recomputation of what the transformed parameters of a dataset program define, from the printed
+    sampled variables: each dataset-level target's non-centred hierarchy (datasets.md), then the
+    parameterization's derived quantities broadcast over genes x datasets. (The dense reference takes mu, r,
+    kappa and gate from the program, so it could not see a wrong broadcast there.)"""
+    par = config.parameterization
+    shapes = {"real": (), "vector[G]": (G,), "vector[D]": (D,), "matrix[G, D]": (G, D)}
+
+    def softplus(x):
+        return np.logaddexp(0.0, np.asarray(x, dtype=float))
+
+    for target, family in config.dataset_priors().items():
+        T = f"{target}_dataset"
+        q = {"expression": "r" if par == "canonical" else "mu", "prob": "phi" if par == "mean-odds" else "p",
+             "gate": "gate", "overdispersion": "omega"}[target]
+        value = np.asarray(v[q], dtype=float)
+        spec_shape = (D,) if target == "prob" and config.prob_dataset_mode == "scalar" else (G, D)
+        assert value.shape == spec_shape, (target, q, value.shape)
+        theta = np.log(value) if q in ("r", "mu", "phi", "omega") else _logit(value)
+        z = np.asarray(v[f"{T}_z"], dtype=float)
+        assert z.shape == spec_shape
+        if target in ("expression", "overdispersion"):
+            centre = np.log(np.asarray(v[f"{q}_pop"], dtype=float))[:, None]
+        elif target == "prob" and config.prob_dataset_mode == "two_level":
+            loc_d = v[f"{T}_loc"] + softplus(v[f"{T}_loc_scale_raw"]) * np.asarray(v[f"{T}_loc_z"])
+            np.testing.assert_allclose(v[f"{T}_loc_d"], loc_d, rtol=1e-9, atol=1e-12)
+            centre = loc_d[None, :]
+        else:
+            centre = float(v[f"{T}_loc"])
+        two_level = target == "prob" and config.prob_dataset_mode == "two_level"
+        if two_level:
+            sigma_d = softplus(v[f"{T}_sigma_raw"])
+            np.testing.assert_allclose(v[f"{T}_sigma"], sigma_d, rtol=1e-9)
+            if family == "horseshoe":
+                lam, c2 = np.asarray(v[f"{T}_lambda"]), float(v[f"{T}_c2"])
+                lt = np.sqrt(c2) * lam / np.sqrt(c2 + sigma_d[None, :] ** 2 * lam**2)
+                np.testing.assert_allclose(v[f"{T}_lambda_tilde"], lt, rtol=1e-9)
+                scale = sigma_d[None, :] * lt
+            elif family == "neg":
+                scale = sigma_d[None, :] * np.sqrt(np.asarray(v[f"{T}_psi"]))
+            else:
+                scale = sigma_d[None, :]
+        elif family == "gaussian":
+            scale = softplus(v[f"{T}_sigma_raw"])
+        elif family == "horseshoe":
+            lam, c2, tau = np.asarray(v[f"{T}_lambda"]), float(v[f"{T}_c2"]), float(v[f"{T}_tau"])
+            lt = np.sqrt(c2) * lam / np.sqrt(c2 + tau**2 * lam**2)
+            np.testing.assert_allclose(v[f"{T}_lambda_tilde"], lt, rtol=1e-9)
+            scale = tau * lt
+        else:
+            scale = np.sqrt(np.asarray(v[f"{T}_psi"], dtype=float))
+        scale = np.asarray(scale, dtype=float)
+        if scale.shape == (G,):  # local scales per gene, shared by the datasets (datasets.md)
+            scale = scale[:, None]
+        np.testing.assert_allclose(theta, centre + scale * z, rtol=1e-8, atol=1e-8, err_msg=f"{target} ({family})")
+    for name, shape in render_shapes(config).items():
+        assert np.shape(v[name]) == shapes[shape], (name, np.shape(v[name]), shape)
+    p, mu, r = _gd(v["p"], G, D), _gd(v["mu"], G, D), _gd(v["r"], G, D)
+    if par == "canonical":
+        np.testing.assert_allclose(mu, r * p / (1 - p), rtol=1e-9)
+    elif par == "mean-prob":
+        np.testing.assert_allclose(r, mu * (1 - p) / p, rtol=1e-9)
+    elif par == "mean-odds":
+        phi = _gd(v["phi"], G, D)
+        np.testing.assert_allclose(p, 1 / (1 + phi), rtol=1e-9)
+        np.testing.assert_allclose(r, mu * phi, rtol=1e-9)
+    else:
+        np.testing.assert_allclose(p, mu / (mu + r), rtol=1e-9)
+    if config.bnb:
+        np.testing.assert_allclose(_gd(v["kappa"], G, D), 2 + (r + 1) / _gd(v["omega"], G, D), rtol=1e-9)
+
+
+def render_shapes(config):
+    from scribe_cli.render import dataset_shapes
+
+    return dataset_shapes(config) if config.dataset_params else {}
+
+
+@pytest.mark.parametrize("name", list(DATASET_CASES))
+def test_dataset_fast_likelihood_matches_dense(name, compile_stan, dataset_counts, tmp_path):
+    """As test_fast_likelihood_matches_dense, on 3 datasets: the fast form (pairs per (gene, dataset) column,
+    per-dataset sums of r, each cell's dataset column, per-dataset weights) against the dense loop of built-in
+    lpmfs at [g, cell_dataset[c]] and against scipy at each cell's dataset's parameters."""
+    X, cell_dataset = dataset_counts
+    config = validate(ModelConfig(**DATASET_CASES[name]))
+    model = compile_stan(render(config, check_loglik=True), name=f"lik_{name}")
+    data = stan_data(config, X, dense=True, cell_dataset_override=cell_dataset)
+    assert data["D"] == 3 and list(data["cell_dataset"]) == list(cell_dataset + 1)
+    U = data["counts_dense"]
+    C, G = U.shape
+    values = []
+    for seed in range(N_POINTS):
+        fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed + 1, sig_figs=18,
+                           output_dir=str(tmp_path), show_progress=False)
+        (v,) = _point_values(fit)
+        fast, dense = float(v["log_lik"]), float(v["log_lik_dense"])
+        assert np.isfinite(fast) and np.isfinite(dense)
+        assert fast == pytest.approx(dense, rel=REL_TOL), (name, fast, dense)
+        per_cell, cell_lp = dense_cell_loglik(config, v, U, cell_dataset)
+        assert float(per_cell.sum()) == pytest.approx(dense, rel=1e-7), (name, float(per_cell.sum()), dense)
+        if config.dataset_params:
+            _check_dataset_transforms(config, v, G, 3)
+            # every dataset-specific quantity differs between datasets (else a wrong column could go unseen)
+            for q, shape in render_shapes(config).items():
+                if shape in ("vector[D]", "matrix[G, D]"):
+                    assert np.all(np.ptp(np.asarray(v[q]).reshape(-1, 3), axis=1) > 0), q
+        if config.mixture:
+            w = np.asarray(v["dataset_weights"])
+            assert w.shape == (3, config.components) and np.allclose(w.sum(axis=1), 1)
+            assert np.ptp(w[:, 0]) > 1e-3, "the datasets' weights did not differ"
+        if config.assignments:
+            expected = np.exp(cell_lp - logsumexp(cell_lp, axis=1, keepdims=True))
+            np.testing.assert_allclose(v["assignment_prob"], expected, atol=1e-7)
+        values.append(dense)
+    assert len(set(values)) == N_POINTS, "the parameter points did not differ"
+
+
+@pytest.mark.parametrize("name", list(DATASET_LOG_LIK_CASES))
+def test_dataset_log_lik_per_cell(name, compile_stan, dataset_counts, tmp_path):
+    """render(log_lik=True) of dataset programs: each cell's log likelihood against scipy at its dataset's
+    parameters (and weights), every cell (the all-zero cell 3, dataset 0's all-zero gene included)."""
+    X, cell_dataset = dataset_counts
+    config = validate(ModelConfig(**DATASET_LOG_LIK_CASES[name]))
+    model = compile_stan(render(config, log_lik=True), name=f"loglik_{name}")
+    data = stan_data(config, X, log_lik=True, cell_dataset_override=cell_dataset)
+    U = X.toarray()
+    seen = []
+    for seed in range(N_POINTS):
+        fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed + 1, sig_figs=18,
+                           output_dir=str(tmp_path), show_progress=False)
+        (v,) = _point_values(fit)
+        assert v["log_lik"].shape == (U.shape[0],)
+        if config.dataset_params:
+            _check_dataset_transforms(config, v, U.shape[1], 3)
+        expected, cell_k = dense_cell_loglik(config, v, U, cell_dataset)
+        np.testing.assert_allclose(v["log_lik"], expected, rtol=REL_TOL, err_msg=f"{name} ({likelihood_form(config)})")
+        assert np.all(v["log_lik"] < 0)
+        if config.assignments:
+            np.testing.assert_allclose(v["assignment_prob"], np.exp(cell_k - logsumexp(cell_k, axis=1, keepdims=True)),
+                                       atol=1e-7)
+        seen.append(v["log_lik"].sum())
+    assert len(set(seen)) == N_POINTS, "the parameter points did not differ"
+
+
+def test_sparse_stats_with_datasets(dataset_counts):
+    """With the cells' datasets the pairs are distinct (gene, dataset, count) triples, pair_gene the column
+    (d - 1) G + g of a genes x datasets matrix, weighted by the cells of that dataset; the CSR still maps
+    each non-zero to its triple."""
+    X, cell_dataset = dataset_counts
+    U = X.toarray()
+    C, G = U.shape
+    s = sparse_stats(X, cell_dataset)
+    keys = set()
+    for col, u, w in zip(s.pair_gene, s.pair_count, s.pair_weight):
+        d, g = divmod(int(col) - 1, G)
+        assert u > 0 and w == np.sum(U[cell_dataset == d, g] == u)
+        keys.add((d, g, int(u)))
+    assert len(keys) == s.n_pairs and s.pair_weight.sum() == np.count_nonzero(U)
+    assert not any(d == 0 and g == 9 for d, g, _ in keys)  # dataset 0's all-zero gene has no pair
+    for c in range(C):
+        idx = np.arange(s.cell_start[c], s.cell_start[c + 1]) - 1
+        genes = np.flatnonzero(U[c])
+        np.testing.assert_array_equal(s.pair_gene[s.nz_pair[idx] - 1] - 1, cell_dataset[c] * G + genes)
+        np.testing.assert_array_equal(s.pair_count[s.nz_pair[idx] - 1], U[c, genes])
+        np.testing.assert_array_equal(s.nz_gene[idx] - 1, genes)  # nz_gene stays the gene

@@ -9,6 +9,7 @@ not change the text).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -169,3 +170,272 @@ def test_variable_dims_with_components():
     dims = variable_dims(ModelConfig(components=2), arrays, data)
     assert dims == {"mu": ["gene", "component"], "assignment_prob": ["cell", "component"], "weights": ["component"],
                     "capture": ["cell"], "other": ["other_dim_0"]}
+
+
+# --- multi-dataset programs (--dataset-key, datasets.md) ---------------------------------------------------
+# The full product of the dataset options with the matrix above is ~47,000 valid programs (42,024 joint
+# K = 1 programs with dataset-level priors, 4,800 mixtures with per-dataset weights): about 40 minutes of
+# stanc on two cores. The dataset templates interact with the other options only through (a) the likelihood
+# form and observation model (model, --bnb), (b) the shapes of the derived quantities (parameterization,
+# which dataset targets are on, the p mode, whether a gene-level prior makes p or the gate per gene), and
+# (c) the hyperparameter data a family declares once for all its targets (which families meet in one
+# program). So the enumeration below is complete over (a) and (b) - every model x parameterization x --bnb x
+# on/off pattern of the dataset targets x p mode - and covers (c) with three rotations of the families:
+# in rotation i, expression, prob, gate and overdispersion take FAMILIES[(i + j) % 3] for j = 0, 1, 2, 0,
+# so every target meets every family in every pattern, and expression and overdispersion always share one.
+# The rotation also sets the options that only change other blocks: --unconstrained in rotation 1, the
+# gene-level prob / gate priors (where the dataset-level one is off) in rotations 1 and 2, the gene-level
+# overdispersion prior (horseshoe / neg). 1,308 joint programs; mixtures with --dataset-key alone: every
+# model x parameterization x --bnb x --assignments in the three rotations (192); and the log_lik and
+# check_loglik variants of the richest pattern per model x parameterization x --bnb x p mode (and of the
+# mixtures), which add generated quantities and data, and of its dense=True (benchmarks) and prior_only=True
+# (prior draws) variants, which change the model block.
+FAMILIES = ("gaussian", "horseshoe", "neg")
+PROB_MODES = ("scalar", "gene_specific", "two_level")
+
+
+def _dataset_valid(c: ModelConfig) -> bool:
+    """datasets.md's Validity, with the single-dataset rules (independently of config.RULES)."""
+    dp = [c.expression_dataset_prior, c.prob_dataset_prior, c.zero_inflation_dataset_prior, c.overdispersion_dataset_prior]
+    any_dp = any(f != "none" for f in dp)
+    single = (c.prob_prior == "none" or c.parameterization in ("canonical", "mean-prob")) \
+        and (c.expression_prior == "none" or c.components >= 2) \
+        and (c.gate_prior == "none" or c.model in ("zinb", "zinbvcp")) \
+        and (c.overdispersion_prior in ("horseshoe", "neg") if c.bnb else c.overdispersion_prior == "none") \
+        and (not c.assignments or c.components >= 2)
+    return single and (not any_dp or c.dataset_key is not None) \
+        and (c.prob_dataset_mode == "gene_specific" or c.prob_dataset_prior != "none") \
+        and (c.prob_dataset_prior == "none" or c.parameterization != "mean-disp") \
+        and (c.prob_prior == "none" or c.prob_dataset_prior == "none") \
+        and (c.zero_inflation_dataset_prior == "none" or c.model in ("zinb", "zinbvcp")) \
+        and (c.gate_prior == "none" or c.zero_inflation_dataset_prior == "none") \
+        and (c.overdispersion_dataset_prior == "none" or c.bnb) \
+        and (not any_dp or c.components == 1)
+
+
+def dataset_configs(rotations=(0, 1, 2)) -> list[ModelConfig]:
+    """Joint (K = 1) programs with dataset-level priors: see the comment above."""
+    out = []
+    for model, par, bnb, rot in itertools.product(MODELS, PARAMETERIZATIONS, (False, True), rotations):
+        fam = {t: FAMILIES[(rot + j) % 3] for j, t in enumerate(("expression", "prob", "gate", "overdispersion"))}
+        zi = model in ("zinb", "zinbvcp")
+        samples_p = par != "mean-disp"
+        for expr, prob, gate, od in itertools.product((False, True), ("none",) + PROB_MODES if samples_p else ("none",),
+                                                      (False, True) if zi else (False,), (False, True) if bnb else (False,)):
+            if not (expr or prob != "none" or gate or od):
+                continue
+            kw = dict(model=model, parameterization=par, bnb=bnb, unconstrained=rot == 1, dataset_key="ds")
+            kw["expression_dataset_prior"] = fam["expression"] if expr else "none"
+            if prob != "none":
+                kw.update(prob_dataset_prior=fam["prob"], prob_dataset_mode=prob)
+            elif rot and par in ("canonical", "mean-prob"):
+                kw["prob_prior"] = FAMILIES[rot]  # p per gene from a gene-level prior
+            if gate:
+                kw["zero_inflation_dataset_prior"] = fam["gate"]
+            elif rot and zi:
+                kw["gate_prior"] = FAMILIES[(rot + 1) % 3]
+            if bnb:
+                kw["overdispersion_prior"] = ("horseshoe", "neg")[rot % 2]
+                kw["overdispersion_dataset_prior"] = fam["overdispersion"] if od else "none"
+            out.append(ModelConfig(**kw))
+    return out
+
+
+def dataset_mixture_configs(rotations=(0, 1, 2)) -> list[ModelConfig]:
+    """Mixtures with --dataset-key alone (per-dataset weights)."""
+    out = []
+    for model, par, bnb, asg, rot in itertools.product(MODELS, PARAMETERIZATIONS, (False, True), (False, True), rotations):
+        kw = dict(model=model, parameterization=par, bnb=bnb, components=2, assignments=asg, unconstrained=rot == 1,
+                  dataset_key="ds", expression_prior=("none", "horseshoe", "gaussian")[rot])
+        if par in ("canonical", "mean-prob"):
+            kw["prob_prior"] = ("neg", "none", "gaussian")[rot]
+        if model in ("zinb", "zinbvcp"):
+            kw["gate_prior"] = ("neg", "none", "horseshoe")[rot]
+        if bnb:
+            kw["overdispersion_prior"] = ("horseshoe", "neg")[rot % 2]
+        out.append(ModelConfig(**kw))
+    return out
+
+
+def test_dataset_matrix_size_and_validity():
+    configs = dataset_configs()
+    # per model x parameterization x bnb: 2 (expression) x (1 + 3 modes, or 1 under mean-disp) x 2 (gate, zi
+    # models) x 2 (overdispersion, --bnb) patterns, less the all-off one; three rotations
+    assert len(configs) == 3 * (2 * 13 * 6 * 3 - 32) == 1308
+    assert len(set(configs)) == len(configs)
+    assert all(_dataset_valid(c) for c in configs + dataset_mixture_configs())
+    for target in ("expression", "prob", "gate", "overdispersion"):  # every target meets every family
+        opt = {"gate": "zero_inflation", }.get(target, target) + "_dataset_prior"
+        assert {getattr(c, opt) for c in configs} == {"none", *FAMILIES}
+    assert {(c.prob_dataset_prior, c.prob_dataset_mode) for c in configs} >= set(itertools.product(FAMILIES, PROB_MODES))
+
+
+def _variant_configs():
+    """The richest pattern per model x parameterization x bnb x p mode (every applicable dataset target on,
+    families of rotation 0) and the mixtures of rotation 0: rendered with log_lik and check_loglik too."""
+    best = {}
+    for c in dataset_configs(rotations=(0,)):
+        key = (c.model, c.parameterization, c.bnb, c.prob_dataset_prior != "none" and c.prob_dataset_mode)
+        n_on = len(c.dataset_priors())
+        if key not in best or n_on > len(best[key].dataset_priors()):
+            best[key] = c
+    return list(best.values()) + dataset_mixture_configs(rotations=(0,))
+
+
+@pytest.mark.timeout(1800)
+def test_every_dataset_program_passes_stanc(toolchain):
+    """Render the dataset programs (see the comment above) and check each with stanc, two at a time; with
+    --dataset-key alone (K = 1) the program is the single-dataset one."""
+    from scribe_cli.cache import check_program
+
+    jobs = {}  # program -> description
+    for config in dataset_configs() + dataset_mixture_configs():
+        program = render(validate(config))
+        assert program not in jobs, f"{config.describe()} renders the program of {jobs.get(program)}"
+        jobs[program] = config.describe()
+    for config in _variant_configs():
+        for kw in (dict(log_lik=True), dict(check_loglik=True), dict(dense=True), dict(prior_only=True)):
+            jobs[render(validate(config), **kw)] = f"{config.describe()} {kw}"
+    for config in valid_configs():
+        if config.components == 1:
+            keyed = dataclasses.replace(config, dataset_key="ds")
+            assert render(validate(keyed)) == render(config), keyed.describe()
+    for config in dataset_mixture_configs():
+        keyed = render(validate(config))
+        assert "dataset_weights" in keyed and keyed != render(dataclasses.replace(config, dataset_key=None))
+
+    def check(program):
+        try:
+            check_program(program)
+        except UserInputError as exc:
+            return f"{jobs[program]}: {exc}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        failures = [f for f in pool.map(check, list(jobs)) if f]
+    print(f"\n{len(jobs)} dataset programs rendered and accepted by stanc")
+    assert not failures, f"{len(failures)} programs rejected, e.g. {failures[0]}"
+
+
+# Dataset axes for the refused combinations: the rules only look at whether a prior is set, so one family
+# per dataset option; the base axes likewise (validate() costs microseconds: 98,304 combinations).
+DATASET_AXES = dict(model=MODELS, parameterization=PARAMETERIZATIONS, components=(1, 2), bnb=(False, True),
+                    prob_prior=("none", "neg"), expression_prior=("none", "gaussian"), gate_prior=("none", "horseshoe"),
+                    overdispersion_prior=("none", "horseshoe"), dataset_key=(None, "ds"),
+                    expression_dataset_prior=("none", "gaussian"), prob_dataset_prior=("none", "horseshoe"),
+                    prob_dataset_mode=PROB_MODES, zero_inflation_dataset_prior=("none", "neg"),
+                    overdispersion_dataset_prior=("none", "gaussian"))
+DATASET_RULES = ("a dataset-level prior needs --dataset-key", "--prob-dataset-mode needs --prob-dataset-prior",
+                 "--prob-dataset-prior needs a parameterization", "--prob-prior and --prob-dataset-prior",
+                 "--zero-inflation-dataset-prior needs a zero-inflated model",
+                 "--gate-prior and --zero-inflation-dataset-prior", "--overdispersion-dataset-prior needs --bnb",
+                 "dataset-level priors are not available with mixtures")
+
+
+def test_invalid_dataset_combinations_are_refused():
+    """Every combination of the dataset axes (with the base axes) that datasets.md's Validity refuses fails
+    validate() with one line naming the rule and the fix; each dataset rule is met; the valid ones pass."""
+    n_valid, seen = 0, set()
+    for values in itertools.product(*DATASET_AXES.values()):
+        config = ModelConfig(**dict(zip(DATASET_AXES, values)))
+        if _dataset_valid(config):
+            validate(config)
+            n_valid += 1
+            continue
+        with pytest.raises(UserInputError) as err:
+            validate(config)
+        msg = str(err.value)
+        assert msg.startswith("invalid configuration: ") and "\n" not in msg and "; " in msg, msg
+        seen |= {rule for rule in DATASET_RULES if rule in msg}
+    assert seen == set(DATASET_RULES), set(DATASET_RULES) - seen
+    print(f"\n{n_valid} valid, {np.prod([len(v) for v in DATASET_AXES.values()]) - n_valid} refused")
+
+
+@pytest.mark.parametrize("option, family, equivalent", [
+    ("expression_dataset_prior", "horseshoe", "drop --expression-dataset-prior"),
+    ("prob_dataset_prior", "neg", "--prob-prior neg"),
+    ("zero_inflation_dataset_prior", "gaussian", "--gate-prior gaussian"),
+    ("overdispersion_dataset_prior", "horseshoe", "--overdispersion-prior horseshoe"),
+    (None, None, "drop --dataset-key"),
+])
+def test_single_dataset_is_refused_naming_the_equivalent(option, family, equivalent):
+    """decisions.md item 4: with one dataset (D = 1) a dataset-level prior is refused, not rewritten; the one
+    line names the single-dataset equivalent. Two levels pass."""
+    from scribe_cli.config import check_datasets
+
+    kw = dict(model="zinb", bnb=True, overdispersion_prior="neg", dataset_key="batch")
+    if option:
+        kw[option] = family
+    config = validate(ModelConfig(**kw))
+    for levels in (["kit1"], []):
+        with pytest.raises(UserInputError) as err:
+            check_datasets(config, levels)
+        msg = str(err.value)
+        assert "\n" not in msg and "batch" in msg and equivalent in msg, msg
+        assert err.value.exit_code == 2
+    check_datasets(config, ["kit1", "kit2"])
+
+
+def _representative_dataset_configs():
+    """Each model x parameterization x bnb x p mode with every applicable dataset target on one family, for
+    each family, and the mixtures with --dataset-key: every data declaration and variable name of the
+    dataset templates appears in some program here."""
+    out = []
+    for model, par, bnb, fam in itertools.product(MODELS, PARAMETERIZATIONS, (False, True), FAMILIES):
+        zi = model in ("zinb", "zinbvcp")
+        for mode in (("none",) + PROB_MODES if par != "mean-disp" else ("none",)):
+            kw = dict(model=model, parameterization=par, bnb=bnb, dataset_key="ds", expression_dataset_prior=fam)
+            if mode != "none":
+                kw.update(prob_dataset_prior=fam, prob_dataset_mode=mode)
+            if zi:
+                kw["zero_inflation_dataset_prior"] = fam
+            if bnb:
+                kw.update(overdispersion_prior=fam if fam != "gaussian" else "horseshoe", overdispersion_dataset_prior=fam)
+            out.append(ModelConfig(**kw))
+    return out + dataset_mixture_configs(rotations=(0,))
+
+
+@pytest.mark.timeout(900)
+def test_dataset_data_and_names_match_programs(toolchain):
+    """stan_data of a dataset program (plain and with log_lik) provides exactly the data it declares, and the
+    variables follow the naming convention of docs/models.md and datasets.md."""
+    X = _tiny_counts()
+    cell_dataset = np.array([1, 0, 1, 0, 1])  # 0-based; D = 2
+    configs = _representative_dataset_configs()
+
+    def info(job):
+        config, log_lik = job
+        return config, log_lik, json.loads(_stanc(toolchain, render(validate(config), log_lik=log_lik), info=True))
+
+    jobs = [(c, False) for c in configs] + [(c, True) for c in configs[::5]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(info, jobs))
+    for config, log_lik, inf in results:
+        declared = set(inf["inputs"])
+        data = stan_data(config, X, log_lik=log_lik, cell_dataset_override=cell_dataset)
+        assert declared == set(data), (config.describe(), log_lik, declared ^ set(data))
+        assert data["D"] == 2 and list(data["cell_dataset"]) == [2, 1, 2, 1, 2]
+        names = set(inf["parameters"]) | set(inf["transformed parameters"]) | set(inf["generated quantities"])
+        expected = {"r", "mu", "p"} | ({"phi"} if config.parameterization == "mean-odds" else set())
+        expected |= {"gate"} if config.zero_inflated else set()
+        expected |= {"omega", "kappa"} if config.bnb else set()
+        expected |= {"weights", "dataset_weights"} if config.mixture else set()
+        expected |= {"log_lik"} if log_lik else set()
+        for target, family in config.dataset_priors().items():
+            T = f"{target}_dataset"
+            expected |= {f"{T}_z", {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_lambda_tilde", "neg": f"{T}_psi"}[family]}
+            two_level = target == "prob" and config.prob_dataset_mode == "two_level"
+            if two_level:
+                expected |= {f"{T}_loc", f"{T}_loc_d", f"{T}_sigma"}
+            elif family == "horseshoe":
+                expected.add(f"{T}_tau")
+            if target in ("prob", "gate"):
+                expected.add(f"{T}_loc")
+            elif target == "expression":
+                expected.add("r_pop" if config.parameterization == "canonical" else "mu_pop")
+            else:
+                expected.add("omega_pop")
+        assert expected <= names, (config.describe(), expected - names)
+        if "prob" in config.dataset_priors() and config.prob_dataset_mode != "two_level":
+            assert "prob_dataset_loc_d" not in names  # one centre: decisions.md item 3
+    print(f"\n{len(results)} dataset programs: data dicts and variable names checked")
