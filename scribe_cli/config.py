@@ -278,13 +278,18 @@ def validate(config: ModelConfig) -> ModelConfig:
     return config
 
 
-# The single-dataset flag each dataset-level prior falls back to (named in the D = 1 error, decisions.md 4).
-_SINGLE_DATASET_EQUIVALENT = {
-    "expression_dataset_prior": "no flag (with one dataset mu_g^(d) is mu_g): drop --expression-dataset-prior",
-    "prob_dataset_prior": "--prob-prior {family}",
-    "zero_inflation_dataset_prior": "--gate-prior {family}",
-    "overdispersion_dataset_prior": "--overdispersion-prior {family}",
-}
+def _single_dataset_equivalent(config: ModelConfig, opt: str) -> str:
+    """What a dataset-level prior means with one dataset, as flags (named in the D = 1 error, decisions.md 4)."""
+    family = getattr(config, opt)
+    if opt == "prob_dataset_prior":
+        if config.prob_dataset_mode != "scalar" and config.samples_p:
+            return f"--prob-prior {family}"
+        return "the default shared p: drop --prob-dataset-prior"
+    if opt == "zero_inflation_dataset_prior":
+        return f"--gate-prior {family}"
+    if opt == "overdispersion_dataset_prior":
+        return "the gene-level --overdispersion-prior alone: drop --overdispersion-dataset-prior"
+    return "no flag (with one dataset mu_g^(d) is mu_g): drop --expression-dataset-prior"
 
 
 def check_datasets(config: ModelConfig, levels: list[str]) -> None:
@@ -301,7 +306,7 @@ def check_datasets(config: ModelConfig, levels: list[str]) -> None:
     if not used:
         raise UserInputError(f"{found}: a joint model needs at least two datasets; drop --dataset-key")
     opt = used[0]
-    equivalent = _SINGLE_DATASET_EQUIVALENT[opt].format(family=getattr(config, opt))
+    equivalent = _single_dataset_equivalent(config, opt)
     raise UserInputError(f"{found}: --{opt.replace('_', '-')} needs at least two datasets; "
                          f"the single-dataset equivalent is {equivalent}")
 

@@ -355,7 +355,7 @@ def test_invalid_dataset_combinations_are_refused():
     ("expression_dataset_prior", "horseshoe", "drop --expression-dataset-prior"),
     ("prob_dataset_prior", "neg", "--prob-prior neg"),
     ("zero_inflation_dataset_prior", "gaussian", "--gate-prior gaussian"),
-    ("overdispersion_dataset_prior", "horseshoe", "--overdispersion-prior horseshoe"),
+    ("overdispersion_dataset_prior", "horseshoe", "drop --overdispersion-dataset-prior"),
     (None, None, "drop --dataset-key"),
 ])
 def test_single_dataset_is_refused_naming_the_equivalent(option, family, equivalent):
@@ -374,6 +374,17 @@ def test_single_dataset_is_refused_naming_the_equivalent(option, family, equival
         assert "\n" not in msg and "batch" in msg and equivalent in msg, msg
         assert err.value.exit_code == 2
     check_datasets(config, ["kit1", "kit2"])
+
+
+@pytest.mark.parametrize("parameterization, mode", [("canonical", "scalar"), ("mean-odds", "gene_specific")])
+def test_single_dataset_shared_p_equivalent(parameterization, mode):
+    """A scalar-mode p, or phi under mean-odds, has no per-gene single-dataset flag: one shared p is the default."""
+    from scribe_cli.config import check_datasets
+
+    config = validate(ModelConfig(parameterization=parameterization, dataset_key="batch", prob_dataset_prior="gaussian",
+                                  prob_dataset_mode=mode))
+    with pytest.raises(UserInputError, match="drop --prob-dataset-prior"):
+        check_datasets(config, ["kit1"])
 
 
 def _representative_dataset_configs():
