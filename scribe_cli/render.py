@@ -302,32 +302,8 @@ def _dataset_hier_args(config: ModelConfig, pl: Plan, target: str, family: str, 
         centre = f"rep_matrix({T}_loc_d', G)"
     else:
         centre = f"{T}_loc"
-    scale = {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_tau * {T}_lambda_tilde", "neg": f"sqrt({T}_psi)"}[family]
-    if family == "gaussian":
-        scaled_z = f"{T}_sigma * {T}_z"
-    elif local != elt:
-        scaled_z = f"rep_matrix({scale}, D) .* {T}_z"
-    else:
-        scaled_z = f"{scale} .* {T}_z"
-    names = {"gaussian": "Gaussian", "horseshoe": "regularized horseshoe", "neg": "NEG"}
-    return {
-        "T": T,
-        "family": names[family] + " dataset-level",
-        "q": q,
-        "elt": elt,
-        "link": link,
-        "inv_link": "exp" if link == "log" else "inv_logit",
-        "centre": centre,
-        "scaled_z": scaled_z,
-        "loc_prior": tuple(map(_num, loc_prior)) if loc_prior else None,
-        "sigma_prior": tuple(map(_num, sigma_prior)),
-        "local": local,
-        "local_matrix": local.startswith("matrix"),
-        "local_unit": _bounded(local, True),
-        "local_pos": _bounded(local, False),
-        "declare_data": declare_data,
-        "across": "datasets",
-    }
+    return _family_args(T, family, q, elt, local, link, centre, loc_prior, sigma_prior, declare_data,
+                        across="datasets", copies="D", label=" dataset-level")
 
 
 def _two_level_args(config: ModelConfig, pl: Plan, family: str, declare_data: bool) -> dict:
@@ -358,16 +334,27 @@ def _hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_
     else:
         elt = local = pl.elt
         centre = f"{T}_loc"
+    return _family_args(T, family, q, elt, local, link, centre, loc_prior, sigma_prior, declare_data,
+                        across="components" if target == "expression" else "", copies="K")
+
+
+_FAMILY_NAMES = {"gaussian": "Gaussian", "horseshoe": "regularized horseshoe", "neg": "NEG"}
+
+
+def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, centre: str, loc_prior, sigma_prior,
+                 declare_data: bool, across: str, copies: str, label: str = "") -> dict:
+    """Arguments of a family block (priors/*.stan.j2): link(q) = centre + scale * z, the scale the family's;
+    local scales shaped ``local`` are repeated ``copies`` times (columns) when the element is a matrix."""
     scale = {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_tau * {T}_lambda_tilde", "neg": f"sqrt({T}_psi)"}[family]
     if family == "gaussian":
         scaled_z = f"{T}_sigma * {T}_z"
     elif local != elt:
-        scaled_z = f"rep_matrix({scale}, K) .* {T}_z"
+        scaled_z = f"rep_matrix({scale}, {copies}) .* {T}_z"
     else:
         scaled_z = f"{scale} .* {T}_z"
     return {
         "T": T,
-        "family": {"gaussian": "Gaussian", "horseshoe": "regularized horseshoe", "neg": "NEG"}[family],
+        "family": _FAMILY_NAMES[family] + label,
         "q": q,
         "elt": elt,
         "link": link,
@@ -381,7 +368,7 @@ def _hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_
         "local_unit": _bounded(local, True),
         "local_pos": _bounded(local, False),
         "declare_data": declare_data,
-        "across": "components" if target == "expression" else "",
+        "across": across,
     }
 
 
@@ -480,9 +467,10 @@ def _title(config: ModelConfig) -> str:
 
 
 _COSTS = {
-    "pairs": "O(G + J) per gradient from per-gene sufficient statistics (J = distinct non-zero (gene, count) pairs)",
-    "pairs_mixture": "O(K (G + J + nnz)) per gradient: per-cell marginalisation from pair statistics",
-    "capture_shared_p": "O(C + G + J) per gradient (x K for mixtures, + nnz): p_hat depends on the cell only",
+    "pairs": "O(G + T) per gradient from per-gene sufficient statistics (T = rising-factorial terms, about the "
+             "distinct non-zero (gene, count) pairs)",
+    "pairs_mixture": "O(K (G + T + J + nnz)) per gradient: per-cell marginalisation from pair statistics",
+    "capture_shared_p": "O(C + G + T) per gradient (x K for mixtures, + J + nnz): p_hat depends on the cell only",
     "capture_cells": "O(C G) per gradient (x K for mixtures), split across threads by reduce_sum "
                      "(--threads-per-chain)",
 }

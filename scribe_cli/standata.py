@@ -79,6 +79,40 @@ def sparse_stats(X: sp.csr_matrix, cell_dataset: np.ndarray | None = None) -> Sp
     )
 
 
+def rise_table(pair_gene: np.ndarray, pair_count: np.ndarray, pair_weight: np.ndarray) -> dict:
+    """The rising-factorial table of the pairs (templates: rise_sum, rise_at_pairs), 1-based.
+
+    lgamma(x + u) - lgamma(x) = sum_{k < u} log(x + k), so over all cells of a column (gene, or gene and
+    dataset) the ratios sum to sum_k N(> k) log(x + k), N(> k) the cells counting more than k: one term per
+    k below the column's largest count. Pairs must be sorted by (column, count), as sparse_stats makes them.
+    """
+    col = np.asarray(pair_gene, dtype=np.int64)
+    u = np.asarray(pair_count, dtype=np.int64)
+    w = np.asarray(pair_weight, dtype=np.float64)
+    if col.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return dict(T=0, rise_gene=empty, rise_k=np.zeros(0), rise_weight=np.zeros(0), pair_from=empty, pair_to=empty)
+    first = np.r_[True, col[1:] != col[:-1]]  # first pair of each column
+    last = np.r_[col[1:] != col[:-1], True]
+    prev_u = np.where(first, 0, np.r_[0, u[:-1]])  # count of the previous pair in the column (0 at its start)
+    span = u - prev_u  # k = prev_u .. u - 1 have the same N(> k): the weight of this pair and the later ones
+    # N(> k) on the span of pair j = sum of the weights of pairs j.. to the column's end (a reversed cumsum)
+    group = np.cumsum(first) - 1  # column number of each pair
+    tail = np.append(np.cumsum(w[::-1])[::-1], 0.0)  # tail[j]: weights of pairs j.. to the very end
+    suffix = tail[:-1] - tail[np.flatnonzero(last) + 1][group]  # ... to the end of the column
+    starts = np.cumsum(span) - span  # 0-based first term of each pair's span
+    rise_k = np.arange(span.sum()) - np.repeat(starts - prev_u, span)
+    col_start = starts[first][group]  # 0-based first term of each pair's column
+    return dict(
+        T=int(span.sum()),
+        rise_gene=np.repeat(col, span),
+        rise_k=rise_k.astype(np.float64),
+        rise_weight=np.repeat(suffix, span),
+        pair_from=col_start + 1,
+        pair_to=col_start + 1 + u,
+    )
+
+
 def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = False,
               cell_dataset_override: np.ndarray | None = None) -> dict:
     """The data dict for the program ``render(config)`` (``counts``: a data.Counts or a CSR matrix).
@@ -110,6 +144,7 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
     if form != "capture_cells":
         data.update(J=stats.n_pairs, pair_gene=stats.pair_gene, pair_count=stats.pair_count,
                     pair_weight=stats.pair_weight.astype(float))
+        data.update(rise_table(stats.pair_gene, stats.pair_count, stats.pair_weight))
     if form == "capture_shared_p":
         data["cell_total"] = stats.cell_total.astype(float)
     if form == "pairs_mixture" or (form == "capture_shared_p" and (config.mixture or log_lik)) or (form == "pairs" and log_lik):

@@ -149,7 +149,7 @@ def test_cli_render_zinb_gate_neg_passes_stanc(toolchain):
 
     result = CliRunner().invoke(main, ["render", "--model", "zinb", "--gate-prior", "neg"])
     assert result.exit_code == 0, result.output
-    assert "gate_psi" in result.stdout and "zinb_pairs_lpmf" in result.stdout
+    assert "gate_psi" in result.stdout and "zinb_pairs_loglik" in result.stdout
     check_program(result.stdout)
 
 

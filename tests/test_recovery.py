@@ -114,7 +114,9 @@ def test_recovery_bnb(compile_stan, tmp_path):
     p_cell = rng.beta(kappa, alpha, size=(C, G))  # BNB = NB whose success probability is Beta(kappa, alpha)
     X = rng.negative_binomial(np.broadcast_to(r, (C, G)), p_cell)
     config, model = _program(compile_stan, "bnb")
-    post = _nuts(model, config, X, tmp_path, adapt_delta=0.95)
+    # the horseshoe on omega puts a funnel where tau is small: a small step (adapt_delta 0.99) keeps NUTS off
+    # divergences there (at 0.95 one chain of four diverged in 74% of its transitions)
+    post = _nuts(model, config, X, tmp_path, adapt_delta=0.99)
     _assert_coverage(post["mu"], mu, "BNB mu")
     # the heavy-tailed genes escape the shrinkage towards the NB limit
     assert np.median(post["omega"][:, :4]) > 10 * np.median(post["omega"][:, 4:])

@@ -44,7 +44,7 @@ def test_each_method_writes_a_posterior_with_named_dims(runs, method, demo_h5ad)
                 "seed", "input_sha256", "p_convention"):
         assert key in attrs, key
     assert json.loads(attrs["config"])["model"] == "nbdm"
-    assert "nb_pairs_lpmf" in attrs["stan_program"]
+    assert "nb_pairs_loglik" in attrs["stan_program"]
     # mu is derived in generated quantities: check the convention on the stored draws
     p = post["p"].values[..., None]
     np.testing.assert_allclose(post["mu"].values, post["r"].values * p / (1 - p), rtol=1e-5)
