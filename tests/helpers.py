@@ -82,3 +82,18 @@ def dense_cell_loglik(config, v: dict, U: np.ndarray, cell_dataset: np.ndarray |
         cell = cell + log_w
         return logsumexp(cell, axis=1), cell
     return cell[:, 0], cell
+
+
+def assert_cell_loglik_matches_scipy(config, v: dict, U, rel_tol: float, label: str, cell_dataset=None) -> float:
+    """The generated per-cell log_lik of one parameter point ``v`` against dense_cell_loglik (scipy), and
+    assignment_prob against the normalised per-component terms; returns the sum of log_lik."""
+    import numpy as np
+    from scipy.special import logsumexp
+
+    expected, cell_k = dense_cell_loglik(config, v, U, cell_dataset)
+    np.testing.assert_allclose(v["log_lik"], expected, rtol=rel_tol, err_msg=label)
+    assert np.all(v["log_lik"] < 0)  # every value is a log pmf
+    if config.assignments:
+        np.testing.assert_allclose(v["assignment_prob"], np.exp(cell_k - logsumexp(cell_k, axis=1, keepdims=True)),
+                                   atol=1e-7)
+    return float(v["log_lik"].sum())

@@ -159,17 +159,24 @@ def _uniform(n: int) -> np.ndarray:
     return np.full(n, 1.0 / n)
 
 
+def _paired_groups(posterior: xr.Dataset, a: list[str], b: list[str], dim: str, name: str, missing: str) -> list:
+    """The (a[k], b[k]) groups along ``dim`` (component or dataset) of one fit; ``missing``: the error when
+    neither mu nor r has that dim."""
+    mu, r = gene_parameters(posterior, name)
+    if dim not in mu.dims and dim not in r.dims:
+        raise UserInputError(missing)
+    option = f"--{dim}s"
+    _check_pairs(a, b, option)
+    _check_labels(mu if dim in mu.dims else r, dim, a + b, name, option)
+    return [(_group(mu, r, dim, x, name), _group(mu, r, dim, y, name)) for x, y in zip(a, b)]
+
+
 def components_comparison(posterior: xr.Dataset, a: list[str], b: list[str], name: str = "the posterior") -> Comparison:
     """Components a[k] vs b[k] of one mixture fit (labels as in the ``component`` coords), draws paired by index."""
-    mu, r = gene_parameters(posterior, name)
     a, b = [str(x) for x in a], [str(x) for x in b]
-    if "component" not in mu.dims and "component" not in r.dims:
-        raise UserInputError(f"{name} is not a mixture fit (mu and r have no component dim); use --components "
-                             "on a fit with --components K >= 2, or compare two fits: scribe de A.nc B.nc")
-    _check_pairs(a, b, "--components")
-    holder = mu if "component" in mu.dims else r
-    _check_labels(holder, "component", a + b, name, "--components")
-    pairs = [(_group(mu, r, "component", x, name), _group(mu, r, "component", y, name)) for x, y in zip(a, b)]
+    pairs = _paired_groups(posterior, a, b, "component", name,
+                           f"{name} is not a mixture fit (mu and r have no component dim); use --components "
+                           "on a fit with --components K >= 2, or compare two fits: scribe de A.nc B.nc")
     S = pairs[0][0].mu.shape[0]
     return Comparison("components", ",".join(a), ",".join(b), pairs, _uniform(len(pairs)), gene_names(posterior, name),
                       n_draws_a=S, n_draws_b=S)
@@ -180,15 +187,10 @@ def datasets_comparison(posterior: xr.Dataset, a: list[str], b: list[str], name:
     """Datasets a[k] vs b[k] of one joint fit, draws paired by index. A quantity without the dataset dim is
     shared by the datasets. Several pairs: the within-pair Deltas are averaged at each draw, with uniform
     weights or weights proportional to the pair's cells (``cells_per_dataset``)."""
-    mu, r = gene_parameters(posterior, name)
     a, b = [str(x) for x in a], [str(x) for x in b]
-    if "dataset" not in mu.dims and "dataset" not in r.dims:
-        raise UserInputError(f"{name} has no dataset-specific mu or r (the datasets share every gene parameter); "
-                             "refit with --dataset-key and --expression-dataset-prior (or --prob-dataset-prior)")
-    _check_pairs(a, b, "--datasets")
-    holder = mu if "dataset" in mu.dims else r
-    _check_labels(holder, "dataset", a + b, name, "--datasets")
-    pairs = [(_group(mu, r, "dataset", x, name), _group(mu, r, "dataset", y, name)) for x, y in zip(a, b)]
+    pairs = _paired_groups(posterior, a, b, "dataset", name,
+                           f"{name} has no dataset-specific mu or r (the datasets share every gene parameter); "
+                           "refit with --dataset-key and --expression-dataset-prior (or --prob-dataset-prior)")
     if weights == "uniform":
         w = _uniform(len(pairs))
     elif weights == "cells":
