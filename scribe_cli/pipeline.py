@@ -90,7 +90,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
             if counts.datasets is None or len(counts.datasets) != data["D"]:
                 raise ValueError(f"the data have D = {data['D']} datasets but the counts name {len(counts.datasets or [])}")
             coords["dataset"] = list(counts.datasets)
-        dims_of = lambda arrays: _variable_dims(config, arrays, data)  # noqa: E731
+        dims_of = lambda arrays: variable_dims(config, arrays, data)  # noqa: E731
         prior = None
         if prior_draws > 0:
             t = time.monotonic()
@@ -155,16 +155,6 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         shrinkage=shrink,
         groups=list(idata.groups()),
     )
-
-
-def _variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, list[str]]:
-    """render.variable_dims, with mixtures' per-dataset weights always (dataset, component): when D == K the
-    sizes alone cannot order the two axes."""
-    dims = variable_dims(config, arrays, data)
-    if "dataset_weights" in dims and "D" in data and "K" in data \
-            and np.shape(arrays["dataset_weights"])[2:] == (data["D"], data["K"]):
-        dims["dataset_weights"] = ["dataset", "component"]
-    return dims
 
 
 def _check_groups(program: str | None, log_lik: bool, prior_draws: int, ppc_draws: int) -> None:
