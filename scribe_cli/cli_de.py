@@ -5,13 +5,13 @@ Registered on the main group by cli.py (``main.add_command(de)``); usable on its
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 import click
 
+from .data import file_sha256
 from .errors import ScribeError, UserInputError
 
 
@@ -30,14 +30,6 @@ def _split(values: tuple[str, str] | None) -> tuple[list[str], list[str]] | None
         return None
     a, b = values
     return [x.strip() for x in a.split(",") if x.strip()], [x.strip() for x in b.split(",") if x.strip()]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _default_output(posteriors: list[Path], label_a: str, label_b: str) -> Path:
@@ -149,7 +141,7 @@ def de(posteriors, components, datasets, pair_weights, ci, tau, target, samples_
             "n_draws": comp.n_draws, "n_draws_a": comp.n_draws_a, "n_draws_b": comp.n_draws_b,
             "n_effect_draws": comp.n_draws * samples_per_draw,
             "n_genes": comp.n_genes, "n_called": summ["called"],
-            "files": [{"path": str(p.resolve()), "sha256": _sha256(p)} for p in posteriors],
+            "files": [{"path": str(p.resolve()), "sha256": file_sha256(p)} for p in posteriors],
             "table": str(output), "columns": list(table.columns), "notes": notes,
         }
         from . import __version__
