@@ -180,25 +180,29 @@ def _times(x: str, x_shape: str, f: str, f_shape: str) -> str:
     return f"{x} .* {f}"
 
 
+def _lift(name: str, shape: str, to: str) -> str:
+    """``name`` as an operand of type ``to``: itself, or broadcast to genes x datasets."""
+    return name if shape == to else _gd(name, shape)
+
+
 def _derived_dataset_args(config: ModelConfig, sh: dict) -> dict:
     """(type, expression) of the derived quantities of the parameterization and BNB, broadcast."""
-    def ratio(p: str, shape: str, num: str, den: str) -> str:  # p / (1 - p) or (1 - p) / p in p's shape
-        return f"{num} / {den}" if shape == "real" else f"{num} ./ {den}"
+    def ratio(num: str, den: str) -> str:  # p / (1 - p) or (1 - p) / p, in p's shape
+        return f"{num} / {den}" if sh["p"] == "real" else f"{num} ./ {den}"
 
     out = {}
     if config.parameterization == "canonical":
-        out["mu"] = (sh["mu"], _times("r", sh["r"], ratio("p", sh["p"], "p", "(1 - p)"), sh["p"]))
+        out["mu"] = (sh["mu"], _times("r", sh["r"], ratio("p", "(1 - p)"), sh["p"]))
     elif config.parameterization == "mean-prob":
-        out["r"] = (sh["r"], _times("mu", sh["mu"], ratio("p", sh["p"], "(1 - p)", "p"), sh["p"]))
+        out["r"] = (sh["r"], _times("mu", sh["mu"], ratio("(1 - p)", "p"), sh["p"]))
     elif config.parameterization == "mean-odds":
         out["p"] = (sh["p"], "inv(1 + phi)")
         out["r"] = (sh["r"], _times("mu", sh["mu"], "phi", sh["phi"]))
     else:
-        mu, r = _gd("mu", sh["mu"]) if sh["p"] != sh["mu"] else "mu", _gd("r", sh["r"]) if sh["p"] != sh["r"] else "r"
+        mu, r = _lift("mu", sh["mu"], sh["p"]), _lift("r", sh["r"], sh["p"])
         out["p"] = (sh["p"], f"{mu} ./ ({mu} + {r})")
     if config.bnb:
-        r = _gd("r", sh["r"]) if sh["kappa"] != sh["r"] else "r"
-        omega = _gd("omega", sh["omega"]) if sh["kappa"] != sh["omega"] else "omega"
+        r, omega = _lift("r", sh["r"], sh["kappa"]), _lift("omega", sh["omega"], sh["kappa"])
         out["kappa"] = (sh["kappa"], f"2 + ({r} + 1) ./ {omega}")
     return out
 
@@ -313,7 +317,7 @@ def _two_level_args(config: ModelConfig, pl: Plan, family: str, declare_data: bo
     local = {"gaussian": None, "horseshoe": f"{T}_lambda_tilde", "neg": f"sqrt({T}_psi)"}[family]
     z = f"{local} .* {T}_z" if local else f"{T}_z"
     a.update(family=a["family"].replace("dataset-level", "two-level"), two_level=True,
-             scaled_z=f"diag_post_multiply({z}, {T}_sigma)", local="matrix[G, D]", local_matrix=True,
+             scaled_z=f"diag_post_multiply({z}, {T}_sigma)", local=GD, local_matrix=True,
              local_unit=_bounded(GD, True), local_pos=_bounded(GD, False))
     return a
 
