@@ -22,7 +22,8 @@ import scipy.sparse as sp
 from scribe_cli.cache import compile_program
 from scribe_cli.config import ModelConfig, validate
 from scribe_cli.data import Counts, read_counts
-from scribe_cli.render import plan, render
+from scribe_cli.plan import plan
+from scribe_cli.render import render
 from scribe_cli.standata import stan_data
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo_pbmc_500genes.h5ad"

@@ -11,6 +11,7 @@ import arviz as az
 import numpy as np
 
 from .atomic import atomic_write
+from .config import ModelConfig
 from .errors import UserInputError
 
 # The attribute every posterior file carries about the p convention (spec: decisions.md item 1).
@@ -135,3 +136,50 @@ def write_netcdf(idata: az.InferenceData, path: Path, float32: bool = False) -> 
                 if "cell" in da.dims and da.dtype == np.float64:
                     ds[name] = da.astype(np.float32)
     atomic_write(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))
+
+
+# Variables whose axes are known by name (docs/models.md), used when their sizes match the data's.
+_KNOWN_DIMS = {
+    "log_lik": ("cell",),
+    "capture": ("cell",),
+    "capture_odds": ("cell",),
+    "capture_raw": ("cell",),
+    "capture_odds_raw": ("cell",),
+    "assignment_prob": ("cell", "component"),
+    "weights": ("component",),
+    "weights_raw": ("component",),
+    "dataset_weights": ("dataset", "component"),
+}
+
+
+def variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, list[str]]:
+    """Named dims of each Stan variable, from the sizes the data fix (gene = G, cell = C, component = K).
+
+    Works for rendered programs and for edited ones (``--stan-file``) alike. When sizes coincide the
+    axis is ambiguous; gene wins over cell over component (every model here is indexed by gene first,
+    and K is small), and each name is used once per variable.
+    """
+    sizes = [("gene", data["G"]), ("cell", data["C"])]
+    if "K" in data:
+        sizes.append(("component", data["K"]))
+    if "D" in data:  # multi-dataset programs (one axis per dataset)
+        sizes.append(("dataset", data["D"]))
+    size_of = dict(sizes)
+    dims: dict[str, list[str]] = {}
+    for name, value in arrays.items():
+        shape = np.shape(value)[2:]  # drop the chain and draw axes
+        known = _KNOWN_DIMS.get(name)
+        if known and len(known) == len(shape) and all(size_of.get(d) == n for d, n in zip(known, shape)):
+            dims[name] = list(known)  # per-cell quantities stay on `cell` even when C == G
+            continue
+        names: list[str] = []
+        for i, size in enumerate(shape):
+            for dim, n in sizes:
+                if size == n and dim not in names:
+                    names.append(dim)
+                    break
+            else:
+                names.append(f"{name}_dim_{i}")
+        if names:
+            dims[name] = names
+    return dims

@@ -22,7 +22,9 @@ from .shrinkage import shrinkage
 from .fit import RunOptions, run_method
 from .errors import UserInputError
 from .idata import attach_attrs, check_output_path, prior_inference_data, to_inference_data, write_netcdf
-from .render import render, stan_data, variable_dims
+from .idata import variable_dims
+from .render import render
+from .standata import stan_data
 from .toolchain import STAN_VERSION, stanc_version, use_toolchain
 
 log = logging.getLogger(__name__)

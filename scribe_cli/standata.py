@@ -1,7 +1,7 @@
 """The data dict of a rendered program: sufficient statistics of the counts, sizes, prior numbers.
 
 Everything is computed from the sparse CSR matrix without densifying it. Which statistics a program
-needs depends on its likelihood form (render.likelihood_form):
+needs depends on its likelihood form (plan.likelihood_form):
 
 | form              | data                                                                  |
 |-------------------|-----------------------------------------------------------------------|
@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .config import ModelConfig
-from .render import likelihood_form
+from .plan import likelihood_form
 
 
 @dataclass

@@ -257,7 +257,7 @@ def test_ppc_refuses_what_it_cannot_map():
 
 
 def test_dataset_weights_dims_when_datasets_equal_components():
-    from scribe_cli.render import variable_dims
+    from scribe_cli.idata import variable_dims
 
     config = validate(ModelConfig(components=2, dataset_key="batch"))
     dims = variable_dims(config, {"dataset_weights": np.zeros((1, 3, 2, 2)), "mu": np.zeros((1, 3, 5, 2))},

@@ -24,7 +24,8 @@ import scipy.sparse as sp
 from scipy.special import logsumexp
 
 from scribe_cli.config import ModelConfig, validate
-from scribe_cli.render import likelihood_form, render
+from scribe_cli.plan import likelihood_form
+from scribe_cli.render import render
 from scribe_cli.standata import sparse_stats, stan_data
 
 CASES = {
@@ -290,7 +291,7 @@ def _check_dataset_transforms(config, v, G, D):
 
 
 def render_shapes(config):
-    from scribe_cli.render import dataset_shapes
+    from scribe_cli.plan import dataset_shapes
 
     return dataset_shapes(config) if config.dataset_params else {}
 

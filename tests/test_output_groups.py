@@ -20,7 +20,9 @@ import scipy.sparse as sp
 from scipy import stats
 
 from scribe_cli.config import ModelConfig, validate
-from scribe_cli.render import likelihood_form, render, variable_dims
+from scribe_cli.idata import variable_dims
+from scribe_cli.plan import likelihood_form
+from scribe_cli.render import render
 from scribe_cli.standata import stan_data
 
 # One configuration per likelihood form and branch of its log_lik code (6 programs, ~15 s each to compile once).

@@ -23,7 +23,8 @@ import scipy.sparse as sp
 
 from scribe_cli.config import MODELS, PARAMETERIZATIONS, PRIOR_FAMILIES, PRIOR_TARGETS, ModelConfig, validate
 from scribe_cli.errors import UserInputError
-from scribe_cli.render import render, variable_dims
+from scribe_cli.idata import variable_dims
+from scribe_cli.render import render
 from scribe_cli.standata import stan_data
 
 AXES = dict(model=MODELS, parameterization=PARAMETERIZATIONS, components=(1, 2), bnb=(False, True),

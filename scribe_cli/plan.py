@@ -1,0 +1,119 @@
+"""What a configuration implies before any text is emitted: its likelihood form (which data it needs and
+what a gradient costs) and the Stan type of every gene-level quantity (vectors per gene, matrices per gene
+and component, or per gene and dataset). Shared by blocks.py, block_args.py and standata.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Shapes and the likelihood form implied by a configuration."""
+
+    mix: bool
+    elt: str  # Stan type of a gene-level parameter: vector[G], or matrix[G, K] (genes x components)
+    p_scalar: bool  # one p for all genes (and components)
+    form: str  # pairs | pairs_mixture | capture_shared_p | capture_cells
+    obs: str  # nb | zinb | bnb | zibnb
+    dparams: bool = False  # dataset-specific gene parameters (genes x datasets matrices, datasets.md)
+    dweights: bool = False  # mixture weights per dataset
+    shapes: dict = field(default_factory=dict)  # dparams: Stan type of every gene-level quantity
+
+
+def likelihood_form(config: ModelConfig) -> str:
+    """Which likelihood template, i.e. which data the program needs and what it costs per gradient.
+
+    pairs / pairs_mixture: no cell-specific parameters, per-gene sufficient statistics.
+    capture_shared_p: variable capture with one shared p (NB only): p_hat depends on the cell alone.
+    capture_cells: every other variable-capture model; O(C G) zero terms, reduce_sum over cells.
+    """
+    if not config.variable_capture:
+        return "pairs_mixture" if config.mixture else "pairs"
+    if not config.zero_inflated and not config.bnb and not config.gene_specific_p:
+        return "capture_shared_p"
+    return "capture_cells"
+
+
+def plan(config: ModelConfig) -> Plan:
+    obs = ("zi" if config.zero_inflated else "") + ("bnb" if config.bnb else "nb")
+    return Plan(
+        mix=config.mixture,
+        elt="matrix[G, K]" if config.mixture else "vector[G]",
+        p_scalar=not config.gene_specific_p,
+        form=likelihood_form(config),
+        obs=obs,
+        dparams=config.dataset_params,
+        dweights=config.dataset_axis and config.mixture,
+        shapes=dataset_shapes(config) if config.dataset_params else {},
+    )
+
+
+# --- Multi-dataset programs (datasets.md) -----------------------------------------------------------------
+# A quantity is shared by the datasets (real, vector[G]) or dataset-specific (vector[D]: one per dataset;
+# matrix[G, D]: one per gene and dataset). Derived quantities take the broadcast shape of their inputs, and
+# the likelihood sees every gene-level quantity as a genes x datasets matrix.
+GD = "matrix[G, D]"
+
+
+def bcast_shape(a: str, b: str) -> str:
+    if a == b or b == "real":
+        return a
+    if a == "real":
+        return b
+    return GD  # vector[G] with vector[D], or anything with a matrix
+
+
+def dataset_shapes(config: ModelConfig) -> dict[str, str]:
+    """Stan type of each gene-level quantity of a program with dataset-specific parameters."""
+    dp = config.dataset_priors()
+    expression = "r" if config.parameterization == "canonical" else "mu"
+    if "prob" in dp:
+        prob_shape = "vector[D]" if config.prob_dataset_mode == "scalar" else GD
+    else:
+        prob_shape = "vector[G]" if config.prob_prior != "none" else "real"
+    sh = {expression: GD if "expression" in dp else "vector[G]"}
+    if config.parameterization in ("canonical", "mean-prob"):
+        sh["p"] = prob_shape
+    elif config.parameterization == "mean-odds":
+        sh["phi"] = sh["p"] = prob_shape
+    else:
+        sh["r"] = "vector[G]"
+        sh["p"] = bcast_shape(sh["mu"], sh["r"])
+    derived = "mu" if expression == "r" else "r"
+    if derived not in sh:
+        sh[derived] = bcast_shape(sh[expression], sh.get("phi", sh["p"]))
+    if config.zero_inflated:
+        sh["gate"] = GD if "gate" in dp else "vector[G]"
+    if config.bnb:
+        sh["omega"] = GD if "overdispersion" in dp else "vector[G]"
+        sh["kappa"] = bcast_shape(sh["r"], sh["omega"])
+    return sh
+
+
+def as_gd(expr: str, shape: str) -> str:
+    """``expr`` (of type ``shape``) as a genes x datasets matrix."""
+    return {"real": f"rep_matrix({expr}, G, D)", "vector[G]": f"rep_matrix({expr}, D)",
+            "vector[D]": f"rep_matrix(({expr})', G)", GD: expr}[shape]
+
+
+def times_shape(x: str, x_shape: str, f: str, f_shape: str) -> str:
+    """x times f elementwise, broadcast (f: an expression, parenthesised where needed)."""
+    out = bcast_shape(x_shape, f_shape)
+    if x_shape != out:
+        x, x_shape = as_gd(x, x_shape), out
+    if f_shape == "real":
+        return f"{x} * ({f})"
+    if x_shape == GD and f_shape == "vector[G]":
+        return f"diag_pre_multiply({f}, {x})"  # row g times f[g]
+    if x_shape == GD and f_shape == "vector[D]":
+        return f"diag_post_multiply({x}, {f})"  # column d times f[d]
+    return f"{x} .* {f}"
+
+
+def lift_shape(name: str, shape: str, to: str) -> str:
+    """``name`` as an operand of type ``to``: itself, or broadcast to genes x datasets."""
+    return name if shape == to else as_gd(name, shape)
