@@ -79,7 +79,7 @@ def base_specs(config: ModelConfig, pl: Plan) -> list[dict]:
         wanted.append((other[0], other[0], other[1]))
     if config.zero_inflated and config.gate_prior == "none" and "gate" not in dp:
         wanted.append(("gate", "gate", pl.elt))
-    if config.variable_capture:
+    if config.variable_capture and config.capture_prior is None:  # --organism: params/capture_organism
         name = "capture_odds" if config.parameterization == "mean-odds" else "capture"
         wanted.append((name, name, "vector[C]"))
     specs = []
@@ -96,6 +96,7 @@ def base_specs(config: ModelConfig, pl: Plan) -> list[dict]:
             "link": "logit" if unit else "softplus",
             "dist": {"beta": "beta", "lognormal": "lognormal", "betaprime": "beta_prime"}[BASE_PRIORS[prior][0]],
             "first": i == 0,
+            "anchor": name == config.anchored,
         })
     return specs
 

@@ -49,6 +49,8 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
     if check_loglik or dense:
         blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("functions", "data")))
     blocks += [Block("params/base.stan.j2", spec) for spec in base_specs(config, pl)]
+    if config.capture_prior is not None:
+        blocks.append(Block("params/capture_organism.stan.j2", {"odds": config.parameterization == "mean-odds"}))
     declared: set[str] = set()
     for target, family in config.hierarchical().items():
         blocks.append(Block(f"priors/{family}.stan.j2", hier_args(config, pl, target, family, family not in declared)))
@@ -60,7 +62,7 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
             blocks.append(Block(f"priors/{family}.stan.j2",
                                 dataset_hier_args(config, pl, target, family, family not in declared)))
         declared.add(family)
-    derived = {"elt": pl.elt, "p_scalar": pl.p_scalar, "vcp": config.variable_capture,
+    derived = {"elt": pl.elt, "p_scalar": pl.p_scalar, "vcp": config.variable_capture and config.capture_prior is None,
                "ds": derived_dataset_args(config, pl.shapes) if pl.dparams else None}
     blocks.append(Block(f"params/{config.parameterization.replace('-', '_')}.stan.j2", derived))
     if config.bnb:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import click
 
 from .errors import UserInputError
-from .config import BASE_PRIORS, BASE_PRIORS_UNCONSTRAINED, MODELS, PARAMETERIZATIONS, PRIOR_FAMILIES, PROB_DATASET_MODES, \
-    ModelConfig, \
-    parse_prior_override, validate
+from .config import BASE_PRIORS, BASE_PRIORS_UNCONSTRAINED, MODELS, ORGANISMS, PARAMETERIZATIONS, PRIOR_FAMILIES, \
+    PROB_DATASET_MODES, ModelConfig, parse_prior_override, validate
 
 _FAMILY = click.Choice(PRIOR_FAMILIES)
 
@@ -58,6 +57,20 @@ MODEL_OPTIONS = [
                  help="Gate per (gene, dataset), sharing a centre (-5, off by default) and scale family; needs zinb/zinbvcp."),
     click.option("--overdispersion-dataset-prior", type=_FAMILY, default="none", show_default=True,
                  help="BNB excess dispersion per (gene, dataset) around the gene's omega; needs --bnb."),
+    click.option("--organism", type=click.Choice(("none", *ORGANISMS)), default="none", show_default=True,
+                 help="Capture prior informed by biology (nbvcp, zinbvcp): -log capture_c ~ Normal+(log M_0 - log L_c, sd) "
+                      "with L_c the cell's UMI total over all input genes and M_0 = 200000 mRNA per cell (human and "
+                      "mouse). Pins the mean x capture scale that NUTS otherwise crawls along."),
+    click.option("--total-mrna", type=float, default=None, metavar="M0",
+                 help="With --organism: expected total mRNA molecules per cell M_0 (data: no recompile)."),
+    click.option("--total-mrna-sd", type=float, default=None, metavar="SD",
+                 help="With --organism: sd of log capture around log(L_c / M_0) (default 0.3)."),
+    click.option("--mean-anchor", is_flag=True,
+                 help="VCP models: log mu_g ~ Normal(log((mean count_g + eps) / mean capture), --mean-anchor-sd) in "
+                      "place of mu's base prior; ties gene means to the observed scale. Needs mean-prob, mean-odds "
+                      "or mean-disp."),
+    click.option("--mean-anchor-sd", type=float, default=0.3, show_default=True,
+                 help="Width of the mean anchor on the log scale (data: no recompile)."),
     click.option("--horseshoe-tau0", type=float, default=1.0, show_default=True, help="Horseshoe global scale tau ~ HalfCauchy(tau0)."),
     click.option("--slab-df", type=float, default=4.0, show_default=True, help="Horseshoe slab degrees of freedom."),
     click.option("--slab-scale", type=float, default=2.0, show_default=True, help="Horseshoe slab scale."),
@@ -71,7 +84,8 @@ MODEL_OPTIONS = [
 MODEL_OPTION_NAMES = ("model", "parameterization", "components", "assignments", "bnb", "unconstrained", "prob_prior",
                       "expression_prior", "gate_prior", "overdispersion_prior", "dataset_key",
                       "expression_dataset_prior", "prob_dataset_prior", "prob_dataset_mode",
-                      "zero_inflation_dataset_prior", "overdispersion_dataset_prior", "horseshoe_tau0", "slab_df",
+                      "zero_inflation_dataset_prior", "overdispersion_dataset_prior", "organism", "total_mrna",
+                      "total_mrna_sd", "mean_anchor", "mean_anchor_sd", "horseshoe_tau0", "slab_df",
                       "slab_scale", "neg_u", "neg_a", "neg_tau", "priors")
 
 

@@ -24,6 +24,9 @@ DATASET_TARGETS = {
     "overdispersion_dataset_prior": "overdispersion",
 }
 PROB_DATASET_MODES = ("scalar", "gene_specific", "two_level")
+# Capture priors informed by biology (models.md): expected total mRNA per cell M_0 and the sd sigma_M of
+# log capture around log(M_0 / L_c). The presets agree today; they are kept apart so that either can change.
+ORGANISMS = {"human": (200000.0, 0.3), "mouse": (200000.0, 0.3)}
 
 # Base priors: name -> (distribution, default parameters). Overridable with --prior NAME=dist(a,b); the
 # numbers reach Stan as data, so an override does not recompile the program.
@@ -50,7 +53,8 @@ BASE_PRIORS_UNCONSTRAINED = {
 
 
 # Options that reach the program as data only: changing them never recompiles.
-DATA_ONLY_FIELDS = ("horseshoe_tau0", "slab_df", "slab_scale", "neg_u", "neg_a", "neg_tau")
+DATA_ONLY_FIELDS = ("horseshoe_tau0", "slab_df", "slab_scale", "neg_u", "neg_a", "neg_tau", "total_mrna",
+                    "total_mrna_sd", "mean_anchor_sd")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,14 @@ class ModelConfig:
     prob_dataset_mode: str = "gene_specific"
     zero_inflation_dataset_prior: str = "none"
     overdispersion_dataset_prior: str = "none"
+    # Capture prior informed by biology (VCP models): eta_c = -log(capture_c) ~ Normal+(log M_0 - log L_c, sd);
+    # total_mrna / total_mrna_sd override the organism preset's M_0 and sd (None: the preset's).
+    organism: str = "none"
+    total_mrna: float | None = None
+    total_mrna_sd: float | None = None
+    # Mean anchoring (VCP models): log mu_g ~ Normal(log((ubar_g + eps) / nubar), mean_anchor_sd).
+    mean_anchor: bool = False
+    mean_anchor_sd: float = 0.3
     priors: tuple = field(default_factory=tuple)  # ((name, dist, (a, b)), ...) overrides
 
     @property
@@ -86,6 +98,21 @@ class ModelConfig:
     @property
     def variable_capture(self) -> bool:
         return self.model in ("nbvcp", "zinbvcp")
+
+    @property
+    def capture_prior(self) -> tuple[float, float] | None:
+        """(M_0, sd) of the biology-informed capture prior, or None (the base prior on capture)."""
+        if self.organism == "none":
+            return None
+        m0, sd = ORGANISMS[self.organism]
+        return (self.total_mrna or m0, self.total_mrna_sd or sd)
+
+    @property
+    def anchored(self) -> str | None:
+        """The sampled quantity that carries the mean anchor: mu, or mu_pop under an expression prior."""
+        if not self.mean_anchor:
+            return None
+        return "mu_pop" if self.expression_prior != "none" or self.expression_dataset_prior != "none" else "mu"
 
     @property
     def samples_p(self) -> bool:
@@ -137,8 +164,10 @@ class ModelConfig:
             sampled.remove("phi")  # mean-odds: the dataset-level prior defines phi (log link)
         if self.zero_inflated and self.gate_prior == "none" and self.zero_inflation_dataset_prior == "none":
             sampled.append("gate")
-        if self.variable_capture:
+        if self.variable_capture and self.organism == "none":
             sampled.append("capture_odds" if self.parameterization == "mean-odds" else "capture")
+        if self.mean_anchor and "mu" in sampled:
+            sampled.remove("mu")  # the anchor replaces mu's base prior
         return sampled
 
     def base_prior(self, name: str) -> tuple[str, tuple[float, float]]:
@@ -240,6 +269,25 @@ RULES = [
     ("dataset-level priors are not available with mixtures yet",
      lambda c: bool(c.dataset_priors()) and c.mixture,
      "fit the joint model with --components 1, or the mixture with --dataset-key alone (per-dataset weights)"),
+    ("--organism (a capture prior) needs variable capture", lambda c: c.organism != "none" and not c.variable_capture,
+     "use --model nbvcp or zinbvcp, or drop --organism"),
+    ("--total-mrna and --total-mrna-sd set the --organism capture prior",
+     lambda c: c.organism == "none" and (c.total_mrna is not None or c.total_mrna_sd is not None),
+     "add --organism human or mouse, or drop --total-mrna / --total-mrna-sd"),
+    ("--total-mrna and --total-mrna-sd must be positive",
+     lambda c: any(x is not None and not x > 0 for x in (c.total_mrna, c.total_mrna_sd)),
+     "pass e.g. --total-mrna 200000 --total-mrna-sd 0.3"),
+    ("--mean-anchor needs variable capture (it resolves the mean x capture degeneracy)",
+     lambda c: c.mean_anchor and not c.variable_capture,
+     "use --model nbvcp or zinbvcp, or drop --mean-anchor"),
+    ("--mean-anchor needs a parameterization that samples mu", lambda c: c.mean_anchor and c.parameterization == "canonical",
+     "use --parameterization mean-prob, mean-odds or mean-disp, or drop --mean-anchor"),
+    ("--mean-anchor is a log-normal prior on mu, written for constrained mode",
+     lambda c: c.mean_anchor and c.unconstrained, "drop --unconstrained or --mean-anchor"),
+    ("--mean-anchor with a mixture anchors the shared gene means: it needs --expression-prior",
+     lambda c: c.mean_anchor and c.mixture and c.expression_prior == "none",
+     "add --expression-prior FAMILY (the anchor then holds mu_pop), or drop --mean-anchor"),
+    ("--mean-anchor-sd must be positive", lambda c: not c.mean_anchor_sd > 0, "pass e.g. --mean-anchor-sd 0.3"),
     ("horseshoe hyperparameters must be positive", lambda c: min(c.horseshoe_tau0, c.slab_df, c.slab_scale) <= 0,
      "pass positive --horseshoe-tau0, --slab-df and --slab-scale"),
     ("NEG hyperparameters must be positive", lambda c: min(c.neg_u, c.neg_a, c.neg_tau) <= 0,
@@ -262,6 +310,8 @@ def validate(config: ModelConfig) -> ModelConfig:
         value = getattr(config, f"{t}_prior")
         if value not in PRIOR_FAMILIES:
             raise UserInputError(f"unknown --{t}-prior '{value}'; use one of {', '.join(PRIOR_FAMILIES)}")
+    if config.organism not in ("none", *ORGANISMS):
+        raise UserInputError(f"unknown --organism '{config.organism}'; use one of {', '.join(ORGANISMS)}")
     if config.prob_dataset_mode not in PROB_DATASET_MODES:
         raise UserInputError(f"unknown --prob-dataset-mode '{config.prob_dataset_mode}'; use one of {', '.join(PROB_DATASET_MODES)}")
     for opt in DATASET_TARGETS:

@@ -33,6 +33,9 @@ class Counts:
     dataset_key: str | None = None
     datasets: list[str] = field(default_factory=list)
     cell_dataset: np.ndarray | None = None
+    # Each cell's UMI total over every input gene, taken before gene selection (the L_c of the capture prior,
+    # which compares a cell's whole library with its expected mRNA content). None: the row sums of X.
+    library_size: np.ndarray | None = None
 
     @property
     def n_cells(self) -> int:
@@ -348,6 +351,7 @@ def select(counts: Counts, genes_file: Path | None = None, min_cells: int = 0, t
                 raise UserInputError(f"--min-counts {min_counts} removes every cell of dataset(s) "
                                      f"{', '.join(map(repr, emptied))} (obs['{counts.dataset_key}']); lower --min-counts "
                                      "or drop those cells from the input")
+    library_size = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()  # before any gene is dropped
     if genes_file is not None:
         wanted = _read_gene_list(genes_file)
         index = {g: i for i, g in enumerate(genes)}
@@ -375,7 +379,8 @@ def select(counts: Counts, genes_file: Path | None = None, min_cells: int = 0, t
     if X.nnz == 0:
         raise UserInputError("the selection left only zeros; relax --min-counts/--min-cells/--top-genes")
     record.update(n_cells=X.shape[0], n_genes=X.shape[1], cells_in=counts.n_cells, genes_in=counts.n_genes)
-    out = replace(counts, X=X, genes=genes, cells=cells, obs=obs, selection=record, cell_dataset=cell_dataset)
+    out = replace(counts, X=X, genes=genes, cells=cells, obs=obs, selection=record, cell_dataset=cell_dataset,
+                  library_size=library_size)
     if out.dataset_key is not None:
         record["cells_per_dataset"] = out.cells_per_dataset()
     return out

@@ -143,6 +143,7 @@ _KNOWN_DIMS = {
     "log_lik": ("cell",),
     "capture": ("cell",),
     "capture_odds": ("cell",),
+    "capture_eta": ("cell",),
     "capture_raw": ("cell",),
     "capture_odds_raw": ("cell",),
     "assignment_prob": ("cell", "component"),

@@ -159,6 +159,37 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         data.update(horseshoe_tau0=config.horseshoe_tau0, slab_df=config.slab_df, slab_scale=config.slab_scale)
     if "neg" in families:
         data.update(neg_u=config.neg_u, neg_a=config.neg_a, neg_tau=config.neg_tau)
+    data.update(capture_prior_data(config, X, getattr(counts, "library_size", None)))
     if dense:
         data["counts_dense"] = np.asarray(X.todense(), dtype=np.int64)
     return data
+
+
+def capture_prior_data(config: ModelConfig, X: sp.csr_matrix, library_size: np.ndarray | None) -> dict:
+    """Data of the biology-informed capture prior and the mean anchor (models.md), when configured.
+
+    capture_eta_loc[c] = log(M_0 / L_c) with L_c the cell's library size over every input gene, floored at 0
+    (a cell cannot hold more molecules than M_0 says it captured; such cells get a prior at full capture).
+    mean_anchor_loc[g] = log((ubar_g + eps) / nubar): ubar_g the gene's mean count, eps = 0.5 / C (half a
+    UMI over all cells, so that a gene seen once stays finite), nubar the prior mean capture: mean_c L_c / M_0
+    under --organism, else the mean of capture's base prior (Beta(a, b): a / (a + b); capture odds
+    BetaPrime(a, b): 1 / (1 + odds) ~ Beta(b, a), mean b / (a + b)).
+    """
+    out: dict = {}
+    C = X.shape[0]
+    lib = np.asarray(X.sum(axis=1), dtype=np.float64).ravel() if library_size is None else np.asarray(library_size, float)
+    if config.capture_prior is not None:
+        m0, sd = config.capture_prior
+        out.update(capture_eta_loc=np.maximum(np.log(m0) - np.log(np.maximum(lib, 1.0)), 0.0), capture_eta_sd=float(sd))
+    if config.mean_anchor:
+        if config.capture_prior is not None:
+            nubar = float(np.mean(np.minimum(lib / config.capture_prior[0], 1.0)))
+        elif config.parameterization == "mean-odds":
+            a, b = config.base_prior("capture_odds")[1]
+            nubar = b / (a + b)
+        else:
+            a, b = config.base_prior("capture")[1]
+            nubar = a / (a + b)
+        ubar = np.asarray(X.sum(axis=0), dtype=np.float64).ravel() / C
+        out.update(mean_anchor_loc=np.log((ubar + 0.5 / C) / nubar), mean_anchor_sd=float(config.mean_anchor_sd))
+    return out

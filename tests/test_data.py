@@ -83,3 +83,26 @@ def test_gene_count_pairs_reconstruct_the_matrix():
     np.testing.assert_array_equal(pairs.gene_total, dense.sum(axis=0))
     np.testing.assert_array_equal(pairs.gene_nnz, (dense > 0).sum(axis=0))
     assert pairs.n_pairs < (dense > 0).sum()  # compression: fewer pairs than non-zeros
+
+
+def test_capture_prior_data_uses_whole_libraries_and_the_spec_formulas(tmp_path):
+    """--organism centres -log(capture) at log(M_0 / L_c) with L_c over every input gene (taken before
+    --top-genes drops some), floored at 0; --mean-anchor centres log mu_g at log((ubar_g + 0.5 / C) / nubar)."""
+    from scribe_cli.config import ModelConfig, validate
+    from scribe_cli.data import select
+    from scribe_cli.standata import stan_data
+
+    X = np.array([[5, 1, 0, 4], [0, 2, 2, 0], [300, 0, 1, 1]])
+    counts = select(read_counts(_write(tmp_path, sp.csr_matrix(X))), top_genes=2)
+    assert counts.X.shape == (3, 2)
+    config = validate(ModelConfig(model="nbvcp", parameterization="mean-prob", organism="human", total_mrna=100.0,
+                                  mean_anchor=True, mean_anchor_sd=0.2))
+    data = stan_data(config, counts)
+    lib = X.sum(axis=1)  # 10, 4, 302: whole libraries, not the 2 kept genes
+    np.testing.assert_allclose(data["capture_eta_loc"], np.maximum(np.log(100.0 / lib), 0.0))
+    assert data["capture_eta_loc"][2] == 0.0 and data["capture_eta_sd"] == 0.3
+    kept = counts.X.toarray()
+    nubar = np.mean(np.minimum(lib / 100.0, 1.0))
+    np.testing.assert_allclose(data["mean_anchor_loc"], np.log((kept.mean(axis=0) + 0.5 / 3) / nubar))
+    assert data["mean_anchor_sd"] == 0.2
+    assert "prior_capture" not in data and "prior_mu" not in data  # replaced, not added

@@ -42,9 +42,10 @@ CASES = {
                          overdispersion_prior="horseshoe", expression_prior="horseshoe", unconstrained=True),
     # form: capture_shared_p
     "nbvcp": dict(model="nbvcp"),
-    "nbvcp_odds_mix": dict(model="nbvcp", parameterization="mean-odds", components=2, assignments=True),
+    "nbvcp_odds_mix": dict(model="nbvcp", parameterization="mean-odds", components=2, assignments=True,
+                           organism="mouse"),  # capture and its odds from the biology-informed eta
     # form: capture_cells
-    "nbvcp_meandisp": dict(model="nbvcp", parameterization="mean-disp"),
+    "nbvcp_meandisp": dict(model="nbvcp", parameterization="mean-disp", organism="human", mean_anchor=True),
     "zinbvcp": dict(model="zinbvcp"),
     "zinbvcp_mix_bnb": dict(model="zinbvcp", components=2, bnb=True, overdispersion_prior="horseshoe",
                             gate_prior="neg", assignments=True),
