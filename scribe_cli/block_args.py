@@ -161,8 +161,23 @@ def hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_d
     else:
         elt = local = pl.elt
         centre = f"{T}_loc"
-    return _family_args(T, family, q, elt, local, link, centre, loc_prior, sigma_prior, declare_data,
+    args = _family_args(T, family, q, elt, local, link, centre, loc_prior, sigma_prior, declare_data,
                         across="components" if target == "expression" else "", copies="K")
+    if config.gate_split and target == "gate":
+        args["split"] = _split_args(T, family)
+    return args
+
+
+def _split_args(T: str, family: str) -> dict:
+    """The scale expressions of a split target (priors/_target.stan.j2): for the non-centred elements times
+    their z, and for the centred ones as the normal's scale."""
+    def at(idx: str) -> str:
+        return {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_tau * {T}_lambda_tilde[{T}_{idx}]",
+                "neg": f"sqrt({T}_psi[{T}_{idx}])"}[family]
+
+    nc = at("noncentred_idx")
+    return {"scaled_z": f"{nc} * {T}_z" if family == "gaussian" else f"{nc} .* {T}_z",
+            "scale_centred": at("centred_idx")}
 
 
 _FAMILY_NAMES = {"gaussian": "Gaussian", "horseshoe": "regularized horseshoe", "neg": "NEG"}
@@ -196,6 +211,7 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
         "local_pos": _bounded(local, False),
         "declare_data": declare_data,
         "across": across,
+        "split": None,
     }
 
 

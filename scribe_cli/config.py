@@ -115,6 +115,12 @@ class ModelConfig:
         return "mu_pop" if self.expression_prior != "none" or self.expression_dataset_prior != "none" else "mu"
 
     @property
+    def gate_split(self) -> bool:
+        """A gene-level gate hierarchy whose genes the data sort into centred and non-centred coordinates
+        (scribe_cli/centring.py): one gate per gene, no mixture."""
+        return self.gate_prior != "none" and not self.mixture
+
+    @property
     def samples_p(self) -> bool:
         return self.parameterization in ("canonical", "mean-prob")
 

@@ -85,6 +85,9 @@ def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
     if hier:
         notes.append("Hierarchical priors (non-centred, on the link scale): "
                      + ", ".join(f"{t} ({f})" for t, f in hier.items()) + ".")
+    if config.gate_split:
+        notes.append("The gate's genes are sampled centred where the data pin their gate down and non-centred "
+                     "elsewhere (data: gate_centred_idx, chosen by scribe_cli/centring.py); the prior is the same.")
     if pl.mix:
         notes.append("Mixture: the component of each cell is marginalised; components are ordered by weight; "
                      "gene-level parameters are per component, p and phi (when scalar) and capture are shared.")

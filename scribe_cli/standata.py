@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .centring import gate_split_data
 from .config import ModelConfig
 from .plan import likelihood_form
 
@@ -141,11 +142,14 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         data["K"] = int(config.components)
     if cell_dataset is not None:
         data.update(D=int(cell_dataset.max()) + 1, cell_dataset=cell_dataset + 1)
-    if form != "capture_cells":
+    # capture_cells without mixtures or BNB takes the (gene, count)-only parts of its non-zero terms from
+    # the pairs (capture_cells.stan.j2, nonzero_gene_terms)
+    split_nonzero = form == "capture_cells" and not config.mixture and not config.bnb
+    if form != "capture_cells" or split_nonzero:
         data.update(J=stats.n_pairs, pair_gene=stats.pair_gene, pair_count=stats.pair_count,
                     pair_weight=stats.pair_weight.astype(float))
         data.update(rise_table(stats.pair_gene, stats.pair_count, stats.pair_weight))
-    if form == "capture_shared_p":
+    if form == "capture_shared_p" or split_nonzero:
         data["cell_total"] = stats.cell_total.astype(float)
     if form == "pairs_mixture" or (form == "capture_shared_p" and (config.mixture or log_lik)) or (form == "pairs" and log_lik):
         data.update(N=int(stats.nz_pair.size), nz_pair=stats.nz_pair, cell_start=stats.cell_start)
@@ -160,6 +164,8 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
     if "neg" in families:
         data.update(neg_u=config.neg_u, neg_a=config.neg_a, neg_tau=config.neg_tau)
     data.update(capture_prior_data(config, X, getattr(counts, "library_size", None)))
+    if config.gate_split:
+        data.update(gate_split_data(X, shared_p=not config.gene_specific_p))
     if dense:
         data["counts_dense"] = np.asarray(X.todense(), dtype=np.int64)
     return data

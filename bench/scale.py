@@ -1,0 +1,323 @@
+"""How `scribe run` scales: wall time, time per gradient, peak memory, ESS per second and recovery against
+truth, per model and method, over cells and genes; writes docs/performance.md (tables + a log-log plot).
+
+Every case is one `scribe run` process under GNU time (peak RSS is the largest of scribe and the Stan
+processes it waits for). Results go to a JSON-lines file, one line per case, so an interrupted sweep
+resumes where it stopped (`--redo` reruns). A case that exceeds `--timeout` is recorded as such, and larger
+sizes of the same model and method are then skipped (they would time out too).
+
+Cases (model configurations as a user would run them; the capture models with the biology-informed capture
+prior `--organism human`, which bench/simulate.py's story follows):
+  nbdm, zinb (--gate-prior neg), nbvcp, zinbvcp, and the seed's joint two-dataset model (zinbvcp, horseshoe on
+  expression, gaussian on p, NEG on the gate), simulated with known truth over cells x genes; and the real
+  datasets of ../shared/data (recovery there is against the observed gene means).
+
+    python bench/scale.py                       # the default grid (a few hours on 2 cores)
+    python bench/scale.py --grid quick          # the smallest sizes only (minutes)
+    python bench/scale.py --only nbvcp --methods nuts --sizes 10000x2000
+    python bench/scale.py --report              # rewrite docs/performance.md from the results file
+
+Time per gradient is measured inside Stan on the same program and data (NUTS with a unit metric and a fixed
+tiny step, max depth 5: sampling time / leapfrog steps), as bench/likelihood_scaling.py does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results" / "scale.jsonl"
+DOC = ROOT / "docs" / "performance.md"
+FIGURE = ROOT / "docs" / "performance_scaling.png"
+sys.path.insert(0, str(ROOT / "bench"))
+
+from simulate import simulate  # noqa: E402
+
+MODELS = {
+    "nbdm": ["--model", "nbdm"],
+    "zinb": ["--model", "zinb", "--gate-prior", "neg"],
+    "nbvcp": ["--model", "nbvcp", "--organism", "human"],
+    "zinbvcp": ["--model", "zinbvcp", "--organism", "human"],
+    "joint": ["--model", "zinbvcp", "--organism", "human", "--dataset-key", "dataset",
+              "--expression-dataset-prior", "horseshoe", "--prob-dataset-prior", "gaussian",
+              "--zero-inflation-dataset-prior", "neg"],
+}
+SIM_MODEL = {"joint": "zinbvcp"}
+GRIDS = {
+    "quick": [(1000, 500)],
+    "default": [(1000, 500), (1000, 2000), (10000, 500), (10000, 2000), (50000, 2000), (10000, 10000)],
+}
+REAL = {  # name -> (file, extra options)
+    "pbmc_1k_v3 (906 x 14561)": ("pbmc_1k_v3.h5ad", []),
+    "pbmc_1k_v3 top 1500 genes": ("pbmc_1k_v3.h5ad", ["--top-genes", "1500"]),
+    "cellbench two protocols": ("cellbench_3cl_two_protocols.h5ad", []),
+}
+METHODS = ("nuts", "pathfinder", "advi")
+
+
+def case_key(c: dict) -> str:
+    return f"{c['model']}|{c['data']}|{c['method']}"
+
+
+def simulated_file(model: str, cells: int, genes: int, cache: Path) -> tuple[Path, Path]:
+    """The h5ad of a simulated case and its truth (.npz), written once per (model, size)."""
+    import anndata
+    import pandas as pd
+
+    sim_model = SIM_MODEL.get(model, model)
+    datasets = 2 if model == "joint" else 1
+    stem = cache / f"{sim_model}_d{datasets}_{cells}x{genes}"
+    h5, npz = stem.with_suffix(".h5ad"), stem.with_suffix(".npz")
+    if not h5.exists():
+        sim = simulate(sim_model, cells, genes, seed=cells + genes, datasets=datasets, shared_p=True)
+        obs = pd.DataFrame(sim.obs, index=[f"c{i}" for i in range(cells)])
+        if "dataset" in obs:
+            obs["dataset"] = obs["dataset"].astype("category")
+        ad = anndata.AnnData(X=sim.X, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(genes)]))
+        ad.write_h5ad(h5)
+        np.savez(npz, **{k: np.asarray(v) for k, v in sim.truth.items()})
+    return h5, npz
+
+
+def recovery(post_path: Path, truth: dict | None, observed_mean: np.ndarray | None, vcp: bool) -> dict:
+    """Log gene-mean correlation, median relative error and 90% / 50% interval coverage of the true means.
+
+    With capture only mu_g x capture is identified by the likelihood: the capture prior pins the scale, but
+    the comparison stays on the identified quantity, each draw's mu divided by its geometric mean (and the
+    truth by its own). Real data: the posterior mean of the observed-scale mean against the observed mean.
+    """
+    import arviz as az
+
+    post = az.from_netcdf(post_path).posterior
+    if "mu" not in post:
+        return {}
+    mu = post["mu"].values.reshape(-1, post["mu"].shape[-1]) if post["mu"].ndim == 3 else None
+    if mu is None:  # per dataset: the first dataset's column
+        mu = post["mu"].values[..., 0].reshape(-1, post["mu"].shape[2])
+    out = {}
+    if truth is not None:
+        true = truth["mu"]
+        if vcp:
+            mu = mu / np.exp(np.log(mu).mean(axis=1, keepdims=True))
+            true = true / np.exp(np.log(true).mean())
+        est = mu.mean(axis=0)
+        lo90, hi90 = np.quantile(mu, [0.05, 0.95], axis=0)
+        lo50, hi50 = np.quantile(mu, [0.25, 0.75], axis=0)
+        out.update(log_mean_corr=float(np.corrcoef(np.log(est), np.log(true))[0, 1]),
+                   median_rel_err=float(np.median(np.abs(est - true) / true)),
+                   coverage90=float(np.mean((lo90 <= true) & (true <= hi90))),
+                   coverage50=float(np.mean((lo50 <= true) & (true <= hi50))),
+                   median_ci90_width=float(np.median((hi90 - lo90) / true)))
+    elif observed_mean is not None and not vcp:
+        est = mu.mean(axis=0)
+        out.update(median_ratio_to_observed=float(np.median(est / np.maximum(observed_mean, 1e-12))),
+                   log_mean_corr=float(np.corrcoef(np.log(est), np.log(np.maximum(observed_mean, 1e-12)))[0, 1]))
+    return out
+
+
+def per_gradient_ms(options: list[str], data: Path) -> float:
+    """One log-density gradient of the case's program on its data, timed inside Stan (see the module doc).
+
+    The configuration comes from `scribe run`'s own option parser, so it is the program the case ran.
+    """
+    from likelihood_scaling import per_gradient_seconds  # bench/ is on sys.path
+
+    from scribe_cli.cache import compile_program
+    from scribe_cli.cli import run as run_command
+    from scribe_cli.cli_options import MODEL_OPTION_NAMES, model_config_from_options
+    from scribe_cli.data import assign_datasets, read_counts, select
+    from scribe_cli.render import render
+    from scribe_cli.standata import stan_data
+
+    params = run_command.make_context("run", [str(data), *options]).params
+    config = model_config_from_options(**{k: v for k, v in params.items() if k in MODEL_OPTION_NAMES})
+    counts = read_counts(data)
+    if config.dataset_key:
+        counts = assign_datasets(counts, config.dataset_key)
+    counts = select(counts, top_genes=params.get("top_genes"))
+    model = compile_program(render(config), name="scale").model
+    standata = stan_data(config, counts)
+    probe = per_gradient_seconds(model, standata, iters=2)
+    iters = int(np.clip(20.0 / max(probe * 31, 1e-6), 2, 40))  # about 20 s of gradients at most
+    return 1e3 * per_gradient_seconds(model, standata, iters=iters)
+
+
+def run_case(case: dict, data: Path, truth: dict | None, timeout: float, warmup: int, draws: int) -> dict:
+    options = MODELS[case["model"]] + case.get("extra", [])
+    method = case["method"]
+    if method == "nuts":
+        options = options + ["--warmup", str(warmup), "--draws", str(draws)]
+    with tempfile.TemporaryDirectory(prefix="scribe-scale-") as tmp:
+        out = Path(tmp) / "post.nc"
+        cmd = ["/usr/bin/time", "-f", "TIME %e %U %S %M", sys.executable, "-m", "scribe_cli.cli", "run", str(data),
+               "--method", method, "-o", str(out), "--quiet", "--seed", "1", *options]
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {**case, "status": "timeout", "wall_s": round(time.monotonic() - t0, 1)}
+        m = re.search(r"TIME ([0-9.]+) ([0-9.]+) ([0-9.]+) ([0-9]+)", proc.stderr)
+        if proc.returncode not in (0, 3) or not m:
+            return {**case, "status": f"exit {proc.returncode}", "error": proc.stderr.strip().splitlines()[-1:]}
+        res = json.loads(proc.stdout)
+        diag = res["diagnostics"]
+        sample_s = res["timings"].get("sample") or res["timings"].get("fit")
+        row = {**case, "status": "ok", "wall_s": float(m[1]), "cpu_s": float(m[2]) + float(m[3]),
+               "peak_rss_gb": int(m[4]) / 1024**2, "fit_s": sample_s, "timings": res["timings"],
+               "diagnostics": {k: diag.get(k) for k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
+                                                        "treedepth_hits", "pareto_k", "ok")}}
+        if method == "nuts" and diag.get("min_ess_bulk") and sample_s:
+            row["ess_bulk_per_s"] = diag["min_ess_bulk"] / sample_s
+        observed = None
+        if truth is None:
+            import anndata
+
+            X = anndata.read_h5ad(data).X
+            observed = np.asarray(X.mean(axis=0)).ravel()
+        if case.get("extra"):  # gene selection on real data: recovery on the same genes would need them; skip
+            observed = None
+        row.update(recovery(out, truth, observed, vcp=case["model"] in ("nbvcp", "zinbvcp", "joint")))
+    return row
+
+
+def load_results() -> dict:
+    rows = {}
+    if RESULTS.exists():
+        for line in RESULTS.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                rows[case_key(r)] = r
+    return rows
+
+
+def append_result(row: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def cases(args) -> list[dict]:
+    out = []
+    sizes = [tuple(map(int, s.split("x"))) for s in args.sizes] if args.sizes else GRIDS[args.grid]
+    if args.real_only:
+        sizes = []
+    for model in args.only or MODELS:
+        for cells, genes in sizes:
+            for method in args.methods:
+                out.append({"model": model, "data": f"sim {cells}x{genes}", "cells": cells, "genes": genes,
+                            "method": method})
+    if args.real or args.real_only:
+        for label, (file, extra) in REAL.items():
+            if args.datasets and label not in args.datasets:
+                continue
+            for model in args.only or ("nbdm", "zinb"):
+                for method in args.methods:
+                    out.append({"model": model, "data": label, "file": file, "extra": extra, "method": method})
+    return out
+
+
+def sweep(args) -> None:
+    done = load_results()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    for case in cases(args):
+        key = case_key(case)
+        if key in done and not args.redo:
+            continue
+        bigger_than_failed = [r for r in done.values() if r.get("status") == "timeout" and r["model"] == case["model"]
+                              and r["method"] == case["method"] and "cells" in case and "cells" in r
+                              and case["cells"] >= r["cells"] and case["genes"] >= r["genes"]]
+        if bigger_than_failed:
+            row = {**case, "status": "skipped", "why": f"{bigger_than_failed[0]['data']} timed out"}
+        else:
+            if "file" in case:
+                data, truth = SHARED / case["file"], None
+            else:
+                data, npz = simulated_file(case["model"], case["cells"], case["genes"], cache)
+                truth = dict(np.load(npz))
+            print(f"scale: {key} ...", file=sys.stderr, flush=True)
+            row = run_case(case, data, truth, args.timeout, args.warmup, args.draws)
+            row["warmup"], row["draws"] = args.warmup, args.draws
+            if row["status"] == "ok" and not args.no_gradient:
+                row["ms_per_gradient"] = per_gradient_ms(MODELS[case["model"]] + case.get("extra", []), data)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        append_result(row)
+        done[key] = row
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def report() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(load_results().values())
+    lines = ["| model | data | method | status | wall (s) | fit (s) | ms / gradient | peak RSS (GB) | max R-hat | "
+             "min bulk ESS | ESS/s | divergences | Pareto k | log-mean corr | 90% cover | 50% cover |",
+             "|---" * 16 + "|"]
+    for r in sorted(rows, key=lambda r: (r["model"], r.get("cells", 0) * r.get("genes", 0), r["data"], r["method"])):
+        d = r.get("diagnostics", {})
+        lines.append(
+            f"| {r['model']} | {r['data']} | {r['method']} | {r['status']} | {_fmt(r.get('wall_s'), '.0f')} | "
+            f"{_fmt(r.get('fit_s'), '.0f')} | {_fmt(r.get('ms_per_gradient'), '.2f')} | {_fmt(r.get('peak_rss_gb'), '.2f')} | "
+            f"{_fmt(d.get('max_rhat'), '.3f')} | {_fmt(d.get('min_ess_bulk'), '.0f')} | {_fmt(r.get('ess_bulk_per_s'), '.2f')} | "
+            f"{_fmt(d.get('divergences'), 'd')} | {_fmt(d.get('pareto_k'), '.2f')} | {_fmt(r.get('log_mean_corr'), '.4f')} | "
+            f"{_fmt(r.get('coverage90'), '.2f')} | {_fmt(r.get('coverage50'), '.2f')} |")
+    fig, axes = plt.subplots(1, len(METHODS), figsize=(5 * len(METHODS), 4), sharey=True)
+    for ax, method in zip(axes, METHODS):
+        for model in MODELS:
+            pts = sorted((r["cells"] * r["genes"], r["wall_s"]) for r in rows if r["model"] == model
+                         and r["method"] == method and r["status"] == "ok" and "cells" in r)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=model)
+        ax.set(xscale="log", yscale="log", xlabel="cells x genes", title=method)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("wall time of scribe run (s)")
+    axes[0].legend()
+    fig.tight_layout()
+    DOC.parent.mkdir(exist_ok=True)
+    fig.savefig(FIGURE, dpi=110)
+    head = DOC.read_text().split("<!-- scale.py table -->")[0] if DOC.exists() else "# Performance\n\n"
+    DOC.write_text(head + "<!-- scale.py table -->\n" + "\n".join(lines) + "\n\n"
+                   f"![wall time against size]({FIGURE.name})\n")
+    print(f"wrote {DOC} and {FIGURE}", file=sys.stderr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grid", choices=list(GRIDS), default="default")
+    ap.add_argument("--sizes", nargs="*", help="CELLSxGENES sizes, in place of the grid")
+    ap.add_argument("--only", nargs="*", choices=list(MODELS), help="models (default: all)")
+    ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--real", action="store_true", help="also the real datasets of ../shared/data")
+    ap.add_argument("--real-only", action="store_true", help="only the real datasets")
+    ap.add_argument("--datasets", nargs="*", help="which real datasets (labels of REAL; default all)")
+    ap.add_argument("--warmup", type=int, default=1000)
+    ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--timeout", type=float, default=3600.0)
+    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "scribe-scale-data"))
+    ap.add_argument("--redo", action="store_true", help="rerun cases already in the results file")
+    ap.add_argument("--no-gradient", action="store_true", help="skip the per-gradient timing")
+    ap.add_argument("--report", action="store_true", help="only rewrite docs/performance.md from the results")
+    args = ap.parse_args()
+    if not args.report:
+        sweep(args)
+    report()
+
+
+if __name__ == "__main__":
+    main()
