@@ -1,0 +1,90 @@
+"""Time per log-density gradient of one configuration at two revisions of scribe-cli, on the same data.
+
+Each revision is checked out into a temporary git worktree; its own render and standata write the program
+and its data (so a change to either is measured as users get it), both programs are compiled with the
+current toolchain, and each gradient is timed inside Stan as bench/likelihood_scaling.py does (unit
+metric, fixed tiny step, max depth 5: sampling time / leapfrog steps), alternating A, B, A, B.
+
+    python bench/gradient_ab.py 1da12d9 HEAD --model zinbvcp --cells 2000 --genes 500
+    python bench/gradient_ab.py 1da12d9 HEAD --model nbvcp --parameterization mean-disp --cells 10000 --genes 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+_WRITE = """
+import json, sys
+import numpy as np, scipy.sparse as sp
+from scribe_cli.config import ModelConfig, validate
+from scribe_cli.render import render
+from scribe_cli.standata import stan_data
+config = validate(ModelConfig(**json.loads(sys.argv[1])))
+X = sp.load_npz(sys.argv[2])
+open(sys.argv[3] + ".stan", "w").write(render(config))
+data = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in stan_data(config, X).items()}
+json.dump(data, open(sys.argv[3] + ".json", "w"))
+"""
+
+
+def program_at(rev: str, config: dict, X_path: Path, out: Path) -> tuple[Path, Path]:
+    tree = Path(tempfile.mkdtemp(prefix="scribe-ab-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+    try:
+        subprocess.run([sys.executable, "-c", _WRITE, json.dumps(config), str(X_path), str(out)], check=True,
+                       env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"}, cwd=str(tree))
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
+    return out.with_suffix(".stan"), out.with_suffix(".json")
+
+
+def main() -> None:
+    import scipy.sparse as sp
+    from likelihood_scaling import per_gradient_seconds
+    from simulate import simulate
+
+    from scribe_cli.cache import compile_program
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("rev_a")
+    ap.add_argument("rev_b")
+    ap.add_argument("--model", default="zinbvcp")
+    ap.add_argument("--parameterization", default="canonical")
+    ap.add_argument("--cells", type=int, default=2000)
+    ap.add_argument("--genes", type=int, default=500)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    config = {"model": args.model, "parameterization": args.parameterization}
+    sim = simulate(args.model, args.cells, args.genes, seed=3)
+    with tempfile.TemporaryDirectory() as tmp:
+        X_path = Path(tmp) / "X.npz"
+        sp.save_npz(X_path, sim.X)
+        models = {}
+        for label, rev in (("A", args.rev_a), ("B", args.rev_b)):
+            stan, data = program_at(rev, config, X_path, Path(tmp) / label)
+            models[label] = (compile_program(stan.read_text(), name=args.model).model, json.loads(data.read_text()))
+        times = {"A": [], "B": []}
+        for _ in range(args.repeats):
+            for label in ("A", "B"):
+                model, data = models[label]
+                times[label].append(1e3 * per_gradient_seconds(model, data, iters=args.iters))
+    a, b = np.median(times["A"]), np.median(times["B"])
+    print(f"{args.model} ({args.parameterization}), simulated {args.cells} x {args.genes} "
+          f"(zero fraction {1 - sim.X.nnz / (args.cells * args.genes):.2f}): "
+          f"{args.rev_a} {a:.2f} ms/gradient, {args.rev_b} {b:.2f} ms/gradient ({a / b:.2f}x)")
+    print(json.dumps(times), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
