@@ -25,8 +25,8 @@ import numpy as np
 
 from . import __version__
 from .config import BASE_PRIORS, ModelConfig
+from .resources import TEMPLATES
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "stan" / "templates"
 
 SECTIONS = [
     ("functions", "functions"),
