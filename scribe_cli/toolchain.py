@@ -205,8 +205,22 @@ def set_cmdstanpy_log_level(level: int) -> None:
     global _cmdstanpy_level_set
     from cmdstanpy.utils import get_logger
 
-    get_logger().setLevel(level)
+    logger = get_logger()
+    logger.setLevel(level)
+    if not any(isinstance(f, _FutureBehaviourFilter) for f in logger.filters):
+        logger.addFilter(_FutureBehaviourFilter())
     _cmdstanpy_level_set = True
+
+
+class _FutureBehaviourFilter(logging.Filter):
+    """Drops cmdstanpy 1.x's "the default behavior of ... will change in a future release" warnings.
+
+    They come from stan_variable(s) on scalars of optimize and ADVI fits and say nothing to a scribe user:
+    idata.posterior_arrays turns either return type into an array. Anything else cmdstanpy says passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will change in a future release" not in record.getMessage()
 
 
 if __name__ == "__main__":  # `python -m scribe_cli.toolchain`: what `make toolchain` runs
