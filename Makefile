@@ -6,10 +6,11 @@ DEMO_OUT := out/demo_pbmc_500genes.nbdm.nc
 
 .PHONY: install toolchain demo test bench clean
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions come from constraints.txt (pyproject.toml has the compatible ranges).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -6,6 +6,7 @@ Counts stay sparse from disk to Stan: we never build a dense cells x genes array
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -14,6 +15,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import UserInputError
+
+
+# The largest integer a Stan int holds (counts are int data in every program).
+INT32_MAX = 2**31 - 1
 
 
 @dataclass
@@ -87,6 +92,8 @@ def read_counts(path: str | Path, layer: str | None = None, dataset_key: str | N
     X = validate_counts(matrix, where)
     if len(genes) != X.shape[1] or len(cells) != X.shape[0]:
         raise UserInputError(f"{path}: {len(cells)} cell names and {len(genes)} gene names for a {X.shape[0]} x {X.shape[1]} matrix; the files do not belong together")
+    _refuse_duplicates(path, genes, "gene", "var_names")
+    _refuse_duplicates(path, cells, "cell", "obs_names")
     if dataset_key is not None and reader is not _read_h5ad:
         raise UserInputError(f"--dataset-key {dataset_key}: 10x inputs carry no cell annotations; "
                              f"use an .h5ad with obs['{dataset_key}']")
@@ -143,11 +150,26 @@ def assign_datasets(counts: Counts, key: str) -> Counts:
     return replace(counts, dataset_key=key, datasets=levels, cell_dataset=codes)
 
 
+def _refuse_duplicates(path: Path, names: list[str], what: str, axis: str) -> None:
+    """Duplicate names are refused, not renamed: the posterior's coords and the DE tables would hold
+    ambiguous rows, and which copy is which is the user's call (10x gene symbols, which Cell Ranger
+    repeats by design, are made unique when read, as anndata's read_10x does)."""
+    index = pd.Index(names)
+    dup = index[index.duplicated()].unique()
+    if len(dup):
+        shown = ", ".join(repr(n) for n in dup[:3]) + (f" and {len(dup) - 3} more" if len(dup) > 3 else "")
+        raise UserInputError(f"{path.name}: {len(dup)} {what} name(s) occur more than once ({shown}); make them unique "
+                             f"first (for an .h5ad: adata.{axis}_make_unique(), then write it again)")
+
+
 def _read_h5ad(path: Path, layer: str | None):
     import anndata
 
     try:
-        adata = anndata.read_h5ad(path)
+        with warnings.catch_warnings():
+            # anndata warns of duplicate names on read; read_counts refuses them with the fix instead
+            warnings.filterwarnings("ignore", message=r".*names are not unique", category=UserWarning)
+            adata = anndata.read_h5ad(path)
     except Exception as exc:  # anndata raises many types for a non-HDF5 / non-AnnData file
         raise UserInputError(
             f"{path} is not a readable .h5ad file ({type(exc).__name__}); pass an AnnData .h5ad file, "
@@ -278,6 +300,9 @@ def validate_counts(matrix, where: str = "X") -> sp.csr_matrix:
                 f"{where} contains non-integer values (e.g. {frac[0]:.4g}): it looks normalized or log-transformed; "
                 "pass raw UMI counts (e.g. --layer counts)"
             )
+    if data.max() > INT32_MAX:
+        raise UserInputError(f"{where} contains a count of {data.max():.6g}, above {INT32_MAX} (2^31 - 1, the largest "
+                             "integer Stan holds); UMI counts are far smaller: check that this is a raw count matrix")
     X = X.astype(np.int64)
     X.sort_indices()
     return X

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 
 import jinja2
 
@@ -17,8 +16,8 @@ from . import __version__
 from .blocks import blocks_for
 from .config import ModelConfig
 from .plan import GD, Plan, plan
+from .resources import TEMPLATES
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "stan" / "templates"
 
 SECTIONS = [
     ("functions", "functions"),

@@ -80,27 +80,43 @@ def sparse_stats(X: sp.csr_matrix, cell_dataset: np.ndarray | None = None) -> Sp
     )
 
 
-def rise_table(pair_gene: np.ndarray, pair_count: np.ndarray, pair_weight: np.ndarray) -> dict:
+# The rising-factorial table stops at this count: a column's terms are k = 0 .. min(largest count,
+# RISE_LIMIT) - 1, and a pair counting more adds lgamma(x + u) - lgamma(x + RISE_LIMIT). The table then
+# holds at most RISE_LIMIT terms per column whatever the counts (one count of 10^8 made 10^8 terms and
+# 12 GB), while UMI counts below it, nearly all of them, keep the cheap logs. 1024: above the largest
+# count of most genes in UMI data, so the lgamma pairs are few; the table stays below 8 MB per 1000 columns.
+RISE_LIMIT = 1024
+
+
+def rise_table(pair_gene: np.ndarray, pair_count: np.ndarray, pair_weight: np.ndarray,
+               limit: int = RISE_LIMIT) -> dict:
     """The rising-factorial table of the pairs (templates: rise_sum, rise_at_pairs), 1-based.
 
     lgamma(x + u) - lgamma(x) = sum_{k < u} log(x + k), so over all cells of a column (gene, or gene and
     dataset) the ratios sum to sum_k N(> k) log(x + k), N(> k) the cells counting more than k: one term per
-    k below the column's largest count. Pairs must be sorted by (column, count), as sparse_stats makes them.
+    k below the column's largest count, up to ``limit``. The pairs counting more than ``limit`` (the tail:
+    tail_pair, their column, count and weight) add lgamma(x + u) - lgamma(x + limit) each. Pairs must be
+    sorted by (column, count), as sparse_stats makes them.
     """
     col = np.asarray(pair_gene, dtype=np.int64)
-    u = np.asarray(pair_count, dtype=np.int64)
+    u_all = np.asarray(pair_count, dtype=np.int64)
     w = np.asarray(pair_weight, dtype=np.float64)
+    big = np.flatnonzero(u_all > limit)
+    tail = dict(rise_limit=int(limit), H=int(big.size), tail_pair=big + 1, tail_gene=col[big],
+                tail_count=u_all[big].astype(np.float64), tail_weight=w[big])
     if col.size == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return dict(T=0, rise_gene=empty, rise_k=np.zeros(0), rise_weight=np.zeros(0), pair_from=empty, pair_to=empty)
+        return dict(T=0, rise_gene=empty, rise_k=np.zeros(0), rise_weight=np.zeros(0), pair_from=empty,
+                    pair_to=empty, **tail)
+    u = np.minimum(u_all, limit)  # the table's reach; still sorted within a column
     first = np.r_[True, col[1:] != col[:-1]]  # first pair of each column
     last = np.r_[col[1:] != col[:-1], True]
     prev_u = np.where(first, 0, np.r_[0, u[:-1]])  # count of the previous pair in the column (0 at its start)
     span = u - prev_u  # k = prev_u .. u - 1 have the same N(> k): the weight of this pair and the later ones
     # N(> k) on the span of pair j = sum of the weights of pairs j.. to the column's end (a reversed cumsum)
     group = np.cumsum(first) - 1  # column number of each pair
-    tail = np.append(np.cumsum(w[::-1])[::-1], 0.0)  # tail[j]: weights of pairs j.. to the very end
-    suffix = tail[:-1] - tail[np.flatnonzero(last) + 1][group]  # ... to the end of the column
+    after = np.append(np.cumsum(w[::-1])[::-1], 0.0)  # after[j]: weights of pairs j.. to the very end
+    suffix = after[:-1] - after[np.flatnonzero(last) + 1][group]  # ... to the end of the column
     starts = np.cumsum(span) - span  # 0-based first term of each pair's span
     rise_k = np.arange(span.sum()) - np.repeat(starts - prev_u, span)
     col_start = starts[first][group]  # 0-based first term of each pair's column
@@ -111,6 +127,7 @@ def rise_table(pair_gene: np.ndarray, pair_count: np.ndarray, pair_weight: np.nd
         rise_weight=np.repeat(suffix, span),
         pair_from=col_start + 1,
         pair_to=col_start + 1 + u,
+        **tail,
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .errors import ToolchainError
 from .locking import file_lock
+from .resources import DRIVER_SRC
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ _WHEEL_PYTHON = "3.12"
 # What the driver build needs out of the wheel; the rest (httpstan's Python server) is left behind.
 _WHEEL_MEMBERS = ("httpstan/stanc", "httpstan/include/", "httpstan/lib/libtbb")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DRIVER_SRC = REPO_ROOT / "stan" / "driver"
 
 
 def cache_dir() -> Path:
@@ -165,7 +164,7 @@ def _build(target: Path) -> None:
             shutil.copy2(item, dst)
     jobs = str(min(2, os.cpu_count() or 1))
     res = subprocess.run(
-        ["make", "-j", jobs, "build", f"PYTHON={sys.executable}"],
+        ["make", "-j", jobs, "build"],
         cwd=target, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     if res.returncode != 0:
@@ -189,6 +188,9 @@ def use_toolchain(build: bool = True) -> Path:
     import cmdstanpy
 
     path = ensure_toolchain(build=build)
+    # The toolchain's bin/stansummary and bin/diagnose run with this interpreter (it has numpy and
+    # scipy); they fall back to python3 when it is unset (stan/driver/makefile).
+    os.environ["SCRIBE_PYTHON"] = sys.executable
     if not _cmdstanpy_level_set:
         set_cmdstanpy_log_level(logging.WARNING)
     cmdstanpy.set_cmdstan_path(str(path))
@@ -203,8 +205,22 @@ def set_cmdstanpy_log_level(level: int) -> None:
     global _cmdstanpy_level_set
     from cmdstanpy.utils import get_logger
 
-    get_logger().setLevel(level)
+    logger = get_logger()
+    logger.setLevel(level)
+    if not any(isinstance(f, _FutureBehaviourFilter) for f in logger.filters):
+        logger.addFilter(_FutureBehaviourFilter())
     _cmdstanpy_level_set = True
+
+
+class _FutureBehaviourFilter(logging.Filter):
+    """Drops cmdstanpy 1.x's "the default behavior of ... will change in a future release" warnings.
+
+    They come from stan_variable(s) on scalars of optimize and ADVI fits and say nothing to a scribe user:
+    idata.posterior_arrays turns either return type into an array. Anything else cmdstanpy says passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will change in a future release" not in record.getMessage()
 
 
 if __name__ == "__main__":  # `python -m scribe_cli.toolchain`: what `make toolchain` runs

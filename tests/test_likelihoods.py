@@ -26,7 +26,7 @@ from scipy.special import logsumexp
 from scribe_cli.config import ModelConfig, validate
 from scribe_cli.plan import likelihood_form
 from scribe_cli.render import render
-from scribe_cli.standata import sparse_stats, stan_data
+from scribe_cli.standata import RISE_LIMIT, rise_table, sparse_stats, stan_data
 
 CASES = {
     # form: pairs
@@ -117,6 +117,80 @@ def test_sparse_stats_against_dense(counts):
         np.testing.assert_array_equal(s.pair_gene[s.nz_pair[idx] - 1] - 1, genes)
         np.testing.assert_array_equal(s.pair_count[s.nz_pair[idx] - 1], U[c, genes])
     np.testing.assert_array_equal(s.cell_total, U.sum(axis=1))
+
+
+# --- counts above the rising-factorial table's limit (standata.RISE_LIMIT) ----------------------------------
+# The table stops at RISE_LIMIT terms per column; pairs counting more add lgamma(x + u) - lgamma(x + limit).
+# One program per template function that reads the tail: rise_sum (NB pairs, BNB pairs, capture_shared_p) and
+# rise_at_pairs (NB and BNB deltas in the mixtures, capture_shared_p's mixture). The same programs as
+# test_fast_likelihood_matches_dense: the compile cache serves them.
+TAIL_CASES = ["nbdm", "bnb", "zinb_mix_bnb", "nbvcp", "nbvcp_odds_mix"]
+INT32_MAX = 2**31 - 1
+
+
+def _with_tail(counts: sp.csr_matrix, extreme: bool) -> sp.csr_matrix:
+    """The small matrix with counts at and above the limit: exactly RISE_LIMIT (the last table term), one
+    above it, two cells sharing a tail count, a column whose only non-zero is in the tail, and (extreme)
+    the largest count Stan holds. Moderate tail counts keep the log likelihood small enough (~1e5) that
+    REL_TOL detects a single misplaced log term (~7); the extreme matrix checks 2^31 - 1 stays exact."""
+    U = counts.toarray()
+    U[1, 0], U[2, 0], U[4, 0] = RISE_LIMIT, RISE_LIMIT + 1, 3000
+    U[5, 2] = U[6, 2] = 2000
+    U[:, 5] = 0
+    U[9, 5] = 5000  # gene 5: its only pair is in the tail
+    if extreme:
+        U[10, 1] = INT32_MAX
+    return sp.csr_matrix(U)
+
+
+def test_rise_table_with_tail_against_lgamma():
+    """The table plus the tail give, per column summed over cells and per pair, lgamma(x + u) - lgamma(x)
+    (scipy), with a small limit so that most pairs are in the tail; its size is bounded by the limit."""
+    from scipy.special import gammaln
+
+    rng = np.random.default_rng(5)
+    U = rng.negative_binomial(0.7, 0.05, size=(60, 9))
+    U[0, 3] = 40_000
+    X = sp.csr_matrix(U)
+    s = sparse_stats(X)
+    limit = 8
+    t = rise_table(s.pair_gene, s.pair_count, s.pair_weight, limit=limit)
+    assert 0 < t["H"] < s.n_pairs and t["T"] <= X.shape[1] * limit
+    x = rng.uniform(0.05, 5.0, size=X.shape[1])
+    xg = x[t["rise_gene"] - 1]
+    xt = x[t["tail_gene"] - 1]
+    tail = gammaln(xt + t["tail_count"]) - gammaln(xt + t["rise_limit"])
+    rise_sum = np.dot(t["rise_weight"], np.log(xg + t["rise_k"])) + np.dot(t["tail_weight"], tail)
+    nz = U > 0
+    expected = np.sum((gammaln(x[None, :] + U) - gammaln(x[None, :]))[nz])
+    # sums of ~10^3 terms of size <= 4e5 in float64: agreement to 1e-11 relative
+    assert rise_sum == pytest.approx(expected, rel=1e-11)
+    cum = np.r_[0.0, np.cumsum(np.log(xg + t["rise_k"]))]
+    per_pair = cum[t["pair_to"] - 1] - cum[t["pair_from"] - 1]
+    per_pair[t["tail_pair"] - 1] += tail
+    xp = x[s.pair_gene - 1]
+    np.testing.assert_allclose(per_pair, gammaln(xp + s.pair_count) - gammaln(xp), rtol=1e-11)
+    # the default limit: one count of 10^8 adds one tail pair, not 10^8 table terms
+    U[1, 1] = 10**8
+    s = sparse_stats(sp.csr_matrix(U))
+    t = rise_table(s.pair_gene, s.pair_count, s.pair_weight)
+    assert t["T"] <= U.shape[1] * RISE_LIMIT and 10**8 in t["tail_count"]
+
+
+@pytest.mark.parametrize("name", TAIL_CASES)
+def test_counts_above_the_table_limit_match_dense(name, compile_stan, counts, tmp_path):
+    config = validate(ModelConfig(**CASES[name]))
+    model = compile_stan(render(config, check_loglik=True), name=f"lik_{name.replace('-', '_')}")
+    for extreme in (False, True):
+        data = stan_data(config, _with_tail(counts, extreme), dense=True)
+        assert data["H"] >= 4 + extreme and data["T"] <= data["G"] * RISE_LIMIT
+        for seed in (1, 2):
+            fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed, sig_figs=18,
+                               output_dir=str(tmp_path), show_progress=False)
+            (v,) = _point_values(fit)
+            fast, dense = float(v["log_lik"]), float(v["log_lik_dense"])
+            assert np.isfinite(fast) and np.isfinite(dense)
+            assert fast == pytest.approx(dense, rel=REL_TOL), (name, extreme, fast, dense)
 
 
 def test_bnb_mean_preserving_alpha():

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """scribe-cli's stand-ins for CmdStan's ``bin/stansummary`` and ``bin/diagnose``.
 
-``make build`` installs this file twice, as ``bin/stansummary`` and ``bin/diagnose``
-(with the build's Python in the shebang); the program name selects the tool.
+``make build`` writes two small sh scripts, ``bin/stansummary`` and ``bin/diagnose``, that run this
+file with the Python named at call time (``$SCRIBE_PYTHON``, which scribe sets to its own interpreter,
+else ``python3``) and name the tool in ``$SCRIBE_STAN_TOOL``: the toolchain cache records no interpreter,
+so it outlives the virtual environment that built it.
 
 stansummary [--percentiles=5,50,95] [--sig_figs=N] [--csv_filename=OUT] [--autocorr=N] FILE.csv ...
     Summary statistics of the sampling draws of one or more Stan CSV files (one per chain):
@@ -94,7 +96,7 @@ def _to_float(v: str) -> float:
 
 
 def load_chains(paths: list[str]) -> tuple[list[str], np.ndarray, list[Chain]]:
-    """Returns (column names, draws[chain, draw, column], chains)."""
+    """Returns (column names, draws[chain, draw, column], chains); OSError / ValueError on bad files."""
     chains = [Chain(p) for p in paths]
     header = chains[0].header
     for c in chains[1:]:
@@ -107,6 +109,15 @@ def load_chains(paths: list[str]) -> tuple[list[str], np.ndarray, list[Chain]]:
     for i, c in enumerate(chains):
         arr[i] = np.asarray(c.rows[:n], dtype=float).reshape(n, len(header))
     return header, arr, chains
+
+
+def _load_or_report(paths: list[str]) -> Optional[tuple[list[str], np.ndarray, list[Chain]]]:
+    """load_chains for the command-line tools: None (and the reason on stderr) when the files are bad."""
+    try:
+        return load_chains(paths)
+    except (OSError, ValueError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return None
 
 
 # --------------------------------------------------------------------------------------
@@ -192,9 +203,21 @@ def _ess_basic(x: np.ndarray) -> float:
     return float(total / tau)
 
 
+def _needs_spread(stat):
+    """A diagnostic of draws x is NaN when a draw is not finite or all draws are equal (as CmdStan's)."""
+
+    def guarded(x: np.ndarray) -> float:
+        if not np.all(np.isfinite(x)) or np.ptp(x) == 0:
+            return math.nan
+        return stat(x)
+
+    guarded.__name__ = stat.__name__
+    guarded.__doc__ = stat.__doc__
+    return guarded
+
+
+@_needs_spread
 def rhat_rank(x: np.ndarray) -> float:
-    if not np.all(np.isfinite(x)) or np.ptp(x) == 0:
-        return math.nan
     s = _split(x)
     bulk = _rhat_basic(_z_scale(s))
     folded = np.abs(x - np.median(x))
@@ -202,15 +225,13 @@ def rhat_rank(x: np.ndarray) -> float:
     return max(bulk, tail)
 
 
+@_needs_spread
 def ess_bulk(x: np.ndarray) -> float:
-    if not np.all(np.isfinite(x)) or np.ptp(x) == 0:
-        return math.nan
     return _ess_basic(_z_scale(_split(x)))
 
 
+@_needs_spread
 def ess_tail(x: np.ndarray) -> float:
-    if not np.all(np.isfinite(x)) or np.ptp(x) == 0:
-        return math.nan
     out = []
     for p in (0.05, 0.95):
         q = np.quantile(x, p)
@@ -221,9 +242,8 @@ def ess_tail(x: np.ndarray) -> float:
     return min(out)
 
 
+@_needs_spread
 def ess_mean(x: np.ndarray) -> float:
-    if not np.all(np.isfinite(x)) or np.ptp(x) == 0:
-        return math.nan
     return _ess_basic(_split(x))
 
 
@@ -328,11 +348,10 @@ def stansummary_main(argv: list[str]) -> int:
         if not os.path.isfile(f):
             print(f"Error: file not found: {f}", file=sys.stderr)
             return 1
-    try:
-        header, draws, chains = load_chains(files)
-    except (OSError, ValueError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+    loaded = _load_or_report(files)
+    if loaded is None:
         return 1
+    header, draws, chains = loaded
     stats = summarize(header, draws, percentiles)
     cols = ["Mean", "MCSE", "StdDev", "MAD"] + [_pct_label(p) for p in percentiles] + ["ESS_bulk", "ESS_tail", "R_hat"]
     sig = sig_figs if sig_figs is not None else 6
@@ -394,58 +413,53 @@ def diagnose_main(argv: list[str]) -> int:
     if not files:
         print("Usage: diagnose FILE.csv ...", file=sys.stderr)
         return 1
-    try:
-        header, draws, chains = load_chains(files)
-    except (OSError, ValueError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+    loaded = _load_or_report(files)
+    if loaded is None:
         return 1
+    header, draws, chains = loaded
     idx = {h: j for j, h in enumerate(header)}
     total = draws.shape[0] * draws.shape[1]
-    problems = False
     out: list[str] = []
+    problems = []  # one flag per check that ran
+
+    def check(title: Optional[str], problem: list[str], fine: str) -> None:
+        """One paragraph of the report: the problem's lines, or the line saying the check passed."""
+        if title:
+            out.append(title)
+        out.extend(problem or [fine])
+        out.append("")
+        problems.append(bool(problem))
+
     if "treedepth__" in idx:
         max_depth = int(float(chains[0].config.get("max_depth", "10")))
         hits = int(np.sum(draws[:, :, idx["treedepth__"]] >= max_depth))
-        out.append("Checking sampler transitions treedepth.")
-        if hits:
-            problems = True
-            out.append(f"{hits} of {total} ({100.0 * hits / total:.2g}%) transitions hit the maximum treedepth limit of {max_depth}.")
-            out.append("Trajectories that are prematurely terminated due to this limit will result in slow exploration.")
-            out.append("For optimal performance, increase this limit.")
-        else:
-            out.append("Treedepth satisfactory for all transitions.")
-        out.append("")
+        check("Checking sampler transitions treedepth.", [
+            f"{hits} of {total} ({100.0 * hits / total:.2g}%) transitions hit the maximum treedepth limit of {max_depth}.",
+            "Trajectories that are prematurely terminated due to this limit will result in slow exploration.",
+            "For optimal performance, increase this limit.",
+        ] if hits else [], "Treedepth satisfactory for all transitions.")
     if "divergent__" in idx:
         div = int(np.sum(draws[:, :, idx["divergent__"]]))
-        out.append("Checking sampler transitions for divergences.")
-        if div:
-            problems = True
-            out.append(f"{div} of {total} ({100.0 * div / total:.2g}%) transitions ended with a divergence.")
-            out.append("These divergent transitions indicate that HMC is not fully able to explore the posterior distribution.")
-            out.append("Try increasing adapt delta closer to 1.")
-            out.append("If this doesn't remove all divergences, try to reparameterize the model.")
-        else:
-            out.append("No divergent transitions found.")
-        out.append("")
+        check("Checking sampler transitions for divergences.", [
+            f"{div} of {total} ({100.0 * div / total:.2g}%) transitions ended with a divergence.",
+            "These divergent transitions indicate that HMC is not fully able to explore the posterior distribution.",
+            "Try increasing adapt delta closer to 1.",
+            "If this doesn't remove all divergences, try to reparameterize the model.",
+        ] if div else [], "No divergent transitions found.")
     if "energy__" in idx:
-        out.append("Checking E-BFMI - sampler transitions HMC potential energy.")
         bad = []
         for i, c in enumerate(chains):
             e = draws[i, :, idx["energy__"]]
             if e.size > 1 and np.var(e) > 0:
                 ebfmi = float(np.sum(np.diff(e) ** 2) / e.size / np.var(e))
                 if ebfmi < 0.3:
-                    bad.append((i + 1, ebfmi))
-        if bad:
-            problems = True
-            out.append("The E-BFMI, " + ", ".join(f"{v:.2f}" for _, v in bad) + ", is below the nominal threshold of 0.30 which suggests that HMC may have trouble exploring the target distribution.")
-            out.append("If possible, try to reparameterize the model.")
-        else:
-            out.append("E-BFMI satisfactory.")
-        out.append("")
-    params = [h for h in header if not h.endswith("__")]
+                    bad.append(ebfmi)
+        check("Checking E-BFMI - sampler transitions HMC potential energy.", [
+            "The E-BFMI, " + ", ".join(f"{v:.2f}" for v in bad) + ", is below the nominal threshold of 0.30 which suggests that HMC may have trouble exploring the target distribution.",
+            "If possible, try to reparameterize the model.",
+        ] if bad else [], "E-BFMI satisfactory.")
     low_ess, high_rhat = [], []
-    for h in params:
+    for h in (h for h in header if not h.endswith("__")):
         x = draws[:, :, idx[h]]
         eb, et, rh = ess_bulk(x), ess_tail(x), rhat_rank(x)
         thr = 100 * draws.shape[0]
@@ -453,30 +467,24 @@ def diagnose_main(argv: list[str]) -> int:
             low_ess.append(h)
         if not math.isnan(rh) and rh > 1.01:
             high_rhat.append(h)
-    if low_ess:
-        problems = True
-        out.append("The following parameters had fewer than 100 effective draws per chain:")
-        out.append("  " + ", ".join(low_ess))
-        out.append("Such low values indicate that the effective sample size estimators may be biased high and actual performance may be substantially lower than quoted.")
-    else:
-        out.append("Rank-normalized split effective sample size satisfactory for all parameters.")
-    out.append("")
-    if high_rhat:
-        problems = True
-        out.append("The following parameters had rank-normalized split R-hat greater than 1.01:")
-        out.append("  " + ", ".join(high_rhat))
-        out.append("Such high values indicate incomplete mixing and biased estimation.")
-        out.append("You should consider regularizating your model with additional prior information or a more effective parameterization.")
-    else:
-        out.append("Rank-normalized split R-hat values satisfactory for all parameters.")
-    out.append("")
-    out.append("Processing complete" + (".", ", no problems detected.")[not problems])
+    check(None, [
+        "The following parameters had fewer than 100 effective draws per chain:",
+        "  " + ", ".join(low_ess),
+        "Such low values indicate that the effective sample size estimators may be biased high and actual performance may be substantially lower than quoted.",
+    ] if low_ess else [], "Rank-normalized split effective sample size satisfactory for all parameters.")
+    check(None, [
+        "The following parameters had rank-normalized split R-hat greater than 1.01:",
+        "  " + ", ".join(high_rhat),
+        "Such high values indicate incomplete mixing and biased estimation.",
+        "You should consider regularizating your model with additional prior information or a more effective parameterization.",
+    ] if high_rhat else [], "Rank-normalized split R-hat values satisfactory for all parameters.")
+    out.append("Processing complete" + (".", ", no problems detected.")[not any(problems)])
     print("\n".join(out))
     return 0
 
 
 def main() -> int:
-    prog = os.path.basename(sys.argv[0])
+    prog = os.environ.get("SCRIBE_STAN_TOOL") or os.path.basename(sys.argv[0])
     if prog.startswith("diagnose"):
         return diagnose_main(sys.argv[1:])
     return stansummary_main(sys.argv[1:])

@@ -22,10 +22,7 @@ Arg* Arg::kid(const std::string& n) {
   return nullptr;
 }
 const Arg* Arg::kid(const std::string& n) const {
-  for (auto& k : kids)
-    if (k.name == n)
-      return &k;
-  return nullptr;
+  return const_cast<Arg*>(this)->kid(n);
 }
 
 namespace {
@@ -410,65 +407,69 @@ Arg& lookup(Arg& root, const std::string& path) {
 }
 
 namespace {
-void print_node(const Arg& a, int depth, std::vector<std::string>& lines) {
-  std::string ind(2 * depth, ' ');
+// One walk of the tree prints both the configuration (the values in force, as CmdStan's output
+// header: a list shows its selected option only) and --help (types, help texts and defaults;
+// a list shows all its options).
+enum class Show { config, help };
+
+void show_node(const Arg& a, int depth, Show show, std::vector<std::string>& lines) {
+  const std::string ind(2 * depth, ' ');
+  const bool help = show == Show::help;
   const std::string dflt = a.user_set ? "" : " (Default)";
+  auto help_text = [&] {
+    if (help && !a.help.empty())
+      lines.push_back(ind + "  " + a.help);
+  };
   if (a.kind == Arg::GROUP) {
     lines.push_back(ind + a.name);
+    help_text();
     for (auto& k : a.kids)
-      print_node(k, depth + 1, lines);
-  } else if (a.kind == Arg::LIST) {
-    const Arg& opt = a.selected();
-    lines.push_back(ind + a.name + " = " + opt.name + dflt);
-    if (!opt.kids.empty()) {
-      lines.push_back(std::string(2 * (depth + 1), ' ') + opt.name);
-      for (auto& k : opt.kids)
-        print_node(k, depth + 2, lines);
+      show_node(k, depth + 1, show, lines);
+    return;
+  }
+  if (a.kind == Arg::VALUE) {
+    if (!help) {
+      lines.push_back(ind + a.name + " = " + a.value + dflt);
+      return;
     }
-  } else {
-    lines.push_back(ind + a.name + " = " + a.value + dflt);
+    lines.push_back(ind + a.name + "=<" + a.type + ">");
+    help_text();
+    lines.push_back(ind + "  Defaults to " + (a.value.empty() ? "\"\"" : a.value));
+    return;
   }
-}
-
-void help_node(const Arg& a, int depth, std::ostream& o) {
-  std::string ind(2 * depth, ' ');
-  if (a.kind == Arg::GROUP) {
-    o << ind << a.name << "\n";
-    if (!a.help.empty())
-      o << ind << "  " << a.help << "\n";
-    for (auto& k : a.kids)
-      help_node(k, depth + 1, o);
-  } else if (a.kind == Arg::LIST) {
-    o << ind << a.name << "=<list element>\n";
-    if (!a.help.empty())
-      o << ind << "  " << a.help << "\n";
-    o << ind << "  Valid values:";
-    for (auto& k : a.kids)
-      o << " " << k.name;
-    o << "\n" << ind << "  Defaults to " << a.kids[a.sel].name << "\n";
-    for (auto& k : a.kids)
-      if (!k.kids.empty())
-        help_node(k, depth + 1, o);
-  } else {
-    o << ind << a.name << "=<" << a.type << ">\n";
-    if (!a.help.empty())
-      o << ind << "  " << a.help << "\n";
-    o << ind << "  Defaults to " << (a.value.empty() ? "\"\"" : a.value) << "\n";
+  if (!help) {
+    lines.push_back(ind + a.name + " = " + a.selected().name + dflt);
+    if (!a.selected().kids.empty())
+      show_node(a.selected(), depth + 1, show, lines);
+    return;
   }
+  lines.push_back(ind + a.name + "=<list element>");
+  help_text();
+  std::string valid = ind + "  Valid values:";
+  for (auto& k : a.kids)
+    valid += " " + k.name;
+  lines.push_back(valid);
+  lines.push_back(ind + "  Defaults to " + a.kids[a.sel].name);
+  for (auto& k : a.kids)
+    if (!k.kids.empty())
+      show_node(k, depth + 1, show, lines);
 }
 }  // namespace
 
 void print_config(const Arg& root, std::vector<std::string>& lines) {
   for (auto& k : root.kids)
-    print_node(k, 0, lines);
+    show_node(k, 0, Show::config, lines);
 }
 
 void print_help(const Arg& root, std::ostream& o) {
   o << "Usage: <model> <arg1> <subarg1_1> ... <subarg1_m> ... <arg_n> <subarg_n_1> ... <subarg_n_m>\n\n"
     << "Begin by selecting amongst the following inference methods and diagnostics,\n"
     << "or `info` to print build information. Arguments:\n\n";
+  std::vector<std::string> lines;
   for (auto& k : root.kids)
-    help_node(k, 1, o);
+    show_node(k, 1, Show::help, lines);
+  for (auto& line : lines)
+    o << line << "\n";
 }
 
 }  // namespace scribe_driver

@@ -10,6 +10,7 @@
 
 #include <stan/callbacks/interrupt.hpp>
 #include <stan/callbacks/logger.hpp>
+#include <stan/callbacks/unique_stream_writer.hpp>
 #include <stan/callbacks/writer.hpp>
 #include <stan/io/var_context.hpp>
 #include <stan/model/model_base.hpp>
@@ -91,6 +92,11 @@ std::string suffixed_file(const std::string& base, const std::string& extra,
 std::unique_ptr<std::ofstream> open_csv(const Context& c, const std::string& path);
 // chain_id >= 0 replaces the value of the `id` line (one file per chain).
 void write_config_header(const Context& c, std::ostream& o, long chain_id = -1);
+// Every method's Stan CSV output: the file opened (sig_figs applied), the configuration header
+// written (chain_id as above), comments prefixed "# ". An empty path gives a writer that
+// discards everything (an output the user did not ask for, e.g. no diagnostic_file).
+using csv_writer = stan::callbacks::unique_stream_writer<std::ofstream>;
+csv_writer config_csv_writer(const Context& c, const std::string& path, long chain_id = -1);
 var_ctx_ptr load_var_context(const std::string& path);  // "" -> empty
 void write_config_json(const Context& c, const std::string& path);
 var_ctx_ptr init_context(const Context& c, unsigned int chain_id, int num_chains);

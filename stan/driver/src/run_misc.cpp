@@ -2,7 +2,6 @@
 // method=diagnose (gradient test).
 #include "driver.hpp"
 
-#include <stan/callbacks/unique_stream_writer.hpp>
 #include <stan/io/ends_with.hpp>
 #include <stan/model/log_prob_grad.hpp>
 #include <stan/services/diagnose/diagnose.hpp>
@@ -13,7 +12,6 @@
 
 namespace scribe_driver {
 
-using csv_writer = stan::callbacks::unique_stream_writer<std::ofstream>;
 using model_t = stan::model::model_base;
 
 int run_generate_quantities(Context& c) {
@@ -28,9 +26,7 @@ int run_generate_quantities(Context& c) {
   model.constrained_param_names(names, false, false);
   Eigen::MatrixXd draws = select_columns(t, names);
 
-  auto o = open_csv(c, c.output_file);
-  write_config_header(c, *o);
-  csv_writer writer(std::move(o), "# ");
+  csv_writer writer = config_csv_writer(c, c.output_file);
   return stan::services::standalone_generate(model, draws, c.seed, c.interrupt, c.logger, writer);
 }
 
@@ -122,9 +118,7 @@ int run_log_prob(Context& c) {
 int run_diagnose(Context& c) {
   const std::string P = "method.diagnose.test.gradient.";
   const double epsilon = c.get_d(P + "epsilon"), error = c.get_d(P + "error");
-  auto o = open_csv(c, c.output_file);
-  write_config_header(c, *o);
-  csv_writer writer(std::move(o), "# ");
+  csv_writer writer = config_csv_writer(c, c.output_file);
   var_ctx_ptr init = init_context(c, c.id, 1);
   stan::callbacks::writer init_writer;
   return stan::services::diagnose::diagnose(*c.model, *init, c.seed, c.id, c.init_radius, epsilon, error,

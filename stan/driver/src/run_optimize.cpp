@@ -3,7 +3,6 @@
 #include "driver.hpp"
 
 #include <stan/callbacks/structured_writer.hpp>
-#include <stan/callbacks/unique_stream_writer.hpp>
 #include <stan/io/ends_with.hpp>
 #include <stan/services/error_codes.hpp>
 #include <stan/model/grad_hess_log_prob.hpp>
@@ -68,7 +67,6 @@ double grad_hess_log_prob<true, false, model_base>(const model_base& model, std:
 
 namespace scribe_driver {
 
-using csv_writer = stan::callbacks::unique_stream_writer<std::ofstream>;
 using model_t = stan::model::model_base;
 
 int run_optimize(Context& c) {
@@ -80,9 +78,7 @@ int run_optimize(Context& c) {
   const int iter = c.get_i(P + "iter");
   const bool save_iterations = c.get_b(P + "save_iterations");
 
-  auto o = open_csv(c, c.output_file);
-  write_config_header(c, *o);
-  csv_writer writer(std::move(o), "# ");
+  csv_writer writer = config_csv_writer(c, c.output_file);
   var_ctx_ptr init = init_context(c, c.id, 1);
   stan::callbacks::writer init_writer;
   auto& L = c.logger;
@@ -156,9 +152,7 @@ int run_laplace(Context& c) {
   const bool calculate_lp = c.get_b(P + "calculate_lp");
   Eigen::VectorXd theta = read_mode(c, mode);
 
-  auto o = open_csv(c, c.output_file);
-  write_config_header(c, *o);
-  csv_writer writer(std::move(o), "# ");
+  csv_writer writer = config_csv_writer(c, c.output_file);
   stan::callbacks::structured_writer hessian_writer;
   if (jacobian)
     return stan::services::laplace_sample<true>(model, theta, draws, calculate_lp, c.seed, c.refresh,

@@ -2,14 +2,12 @@
 #include "driver.hpp"
 
 #include <stan/callbacks/json_writer.hpp>
-#include <stan/callbacks/unique_stream_writer.hpp>
 #include <stan/services/error_codes.hpp>
 #include <stan/services/pathfinder/multi.hpp>
 #include <stan/services/pathfinder/single.hpp>
 
 namespace scribe_driver {
 
-using csv_writer = stan::callbacks::unique_stream_writer<std::ofstream>;
 using json_file_writer = stan::callbacks::json_writer<std::ofstream>;
 using model_t = stan::model::model_base;
 
@@ -34,9 +32,7 @@ int run_pathfinder(Context& c) {
   auto& L = c.logger;
   auto& I = c.interrupt;
 
-  auto o = open_csv(c, c.output_file);
-  write_config_header(c, *o);
-  csv_writer writer(std::move(o), "# ");
+  csv_writer writer = config_csv_writer(c, c.output_file);
 
   if (num_paths == 1) {
     var_ctx_ptr init = init_context(c, c.id, 1);
@@ -59,13 +55,9 @@ int run_pathfinder(Context& c) {
   for (int i = 0; i < num_paths; ++i) {
     const unsigned int path_id = c.id + i;
     inits.push_back(init_context(c, path_id, num_paths));
-    if (save_single_paths) {
-      auto so = open_csv(c, suffixed_file(c.output_file, "_path_" + std::to_string(path_id), ".csv"));
-      write_config_header(c, *so, path_id);
-      single_writers.emplace_back(std::move(so), "# ");
-    } else {
-      single_writers.emplace_back();
-    }
+    single_writers.push_back(config_csv_writer(
+        c, save_single_paths ? suffixed_file(c.output_file, "_path_" + std::to_string(path_id), ".csv") : "",
+        path_id));
     if (save_iterations)
       single_diags.emplace_back(std::make_unique<std::ofstream>(
           suffixed_file(c.diagnostic_file, "_path_" + std::to_string(path_id), ".json")));

@@ -3,7 +3,6 @@
 #include "driver.hpp"
 
 #include <stan/callbacks/json_writer.hpp>
-#include <stan/callbacks/unique_stream_writer.hpp>
 #include <stan/services/error_codes.hpp>
 #include <stan/services/sample/fixed_param.hpp>
 #include <stan/services/sample/hmc_nuts_dense_e.hpp>
@@ -17,7 +16,6 @@
 
 namespace scribe_driver {
 
-using csv_writer = stan::callbacks::unique_stream_writer<std::ofstream>;
 using metric_json_writer = stan::callbacks::json_writer<std::ofstream>;
 
 int run_sample(Context& c) {
@@ -75,17 +73,10 @@ int run_sample(Context& c) {
   for (int i = 0; i < num_chains; ++i) {
     const unsigned int chain_id = c.id + i;
     std::string out = num_chains == 1 ? c.output_file : numbered_file(c.output_file, chain_id);
-    auto o = open_csv(c, out);
-    write_config_header(c, *o, chain_id);
-    sample_writers.emplace_back(std::move(o), "# ");
-    if (!c.diagnostic_file.empty()) {
-      std::string d = num_chains == 1 ? c.diagnostic_file : numbered_file(c.diagnostic_file, chain_id);
-      auto od = open_csv(c, d);
-      write_config_header(c, *od, chain_id);
-      diagnostic_writers.emplace_back(std::move(od), "# ");
-    } else {
-      diagnostic_writers.emplace_back();
-    }
+    sample_writers.push_back(config_csv_writer(c, out, chain_id));
+    std::string d = num_chains == 1 || c.diagnostic_file.empty() ? c.diagnostic_file
+                                                                 : numbered_file(c.diagnostic_file, chain_id);
+    diagnostic_writers.push_back(config_csv_writer(c, d, chain_id));
     if (save_metric && adapt) {
       std::string m = suffixed_file(out, "_metric", ".json");
       metric_writers.emplace_back(std::make_unique<std::ofstream>(m));

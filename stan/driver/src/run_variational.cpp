@@ -1,14 +1,12 @@
 // method=variational: ADVI (meanfield, fullrank).
 #include "driver.hpp"
 
-#include <stan/callbacks/unique_stream_writer.hpp>
 #include <stan/services/error_codes.hpp>
 #include <stan/services/experimental/advi/fullrank.hpp>
 #include <stan/services/experimental/advi/meanfield.hpp>
 
 namespace scribe_driver {
 
-using csv_writer = stan::callbacks::unique_stream_writer<std::ofstream>;
 
 int run_variational(Context& c) {
   namespace svc = stan::services::experimental::advi;
@@ -24,15 +22,8 @@ int run_variational(Context& c) {
   const int eval_elbo = c.get_i(P + "eval_elbo");
   const int output_samples = c.get_i(P + "output_samples");
 
-  auto o = open_csv(c, c.output_file);
-  write_config_header(c, *o);
-  csv_writer writer(std::move(o), "# ");
-  std::unique_ptr<std::ofstream> od;
-  if (!c.diagnostic_file.empty()) {
-    od = open_csv(c, c.diagnostic_file);
-    write_config_header(c, *od);
-  }
-  csv_writer diag(std::move(od), "# ");
+  csv_writer writer = config_csv_writer(c, c.output_file);
+  csv_writer diag = config_csv_writer(c, c.diagnostic_file);
   var_ctx_ptr init = init_context(c, c.id, 1);
   stan::callbacks::writer init_writer;
   if (algo == "fullrank")

@@ -59,6 +59,14 @@ std::unique_ptr<std::ofstream> open_csv(const Context& c, const std::string& pat
   return o;
 }
 
+csv_writer config_csv_writer(const Context& c, const std::string& path, long chain_id) {
+  if (path.empty())
+    return csv_writer();
+  auto o = open_csv(c, path);
+  write_config_header(c, *o, chain_id);
+  return csv_writer(std::move(o), "# ");
+}
+
 void write_config_header(const Context& c, std::ostream& o, long chain_id) {
   o << "# stan_version_major = " << stan::MAJOR_VERSION << "\n";
   o << "# stan_version_minor = " << stan::MINOR_VERSION << "\n";
