@@ -199,6 +199,9 @@ def _what_to_do(method: str, reason: str) -> str:
         if re.search(r"step-size|adapt", reason, re.I):
             return ("; ADVI's step-size adaptation found no step size that improves the ELBO from its start: "
                     "try --method pathfinder (or --method nuts)")
+        if re.search(r"Cannot compute ELBO using the initial", reason):
+            return ("; the log density is not finite around ADVI's random starting point: try --method pathfinder "
+                    "(it starts with an optimisation), or --method nuts")
         if re.search(r"dropped evaluations|calc_grad|non-finite|NaN", reason, re.I):
             fix = "--method advi (mean-field) or " if method == "advi-fullrank" else ""
             return (f"; the ELBO's gradient was not finite at the approximation's draws (the approximation "

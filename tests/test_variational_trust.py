@@ -94,3 +94,58 @@ def test_console_reason_reads_the_transcript(tmp_path):
     reason = _console_reason(tmp_path)
     assert reason.startswith("stan::variational::advi::adapt_eta: All proposed step-sizes failed")
     assert "Iteration" not in reason and "algorithm" not in reason
+
+
+def test_failed_advi_says_why_and_what_to_do(tmp_path):
+    """cmdstanpy raises "Error during variational inference: " with nothing after it when Stan's message lacks
+    the "Error" prefix it greps for (the fullrank failure of issue 9); run_method reads the transcript instead.
+    The model here stands in for a CmdStanModel at that one call: it writes the transcript Stan would, then
+    raises what cmdstanpy raises."""
+    from scribe_cli.fit import RunOptions, run_method
+
+    class FailingADVI:
+        def variational(self, output_dir, **kw):
+            (tmp_path / "m-1_0-stdout.txt").write_text(
+                "Begin eta adaptation.\nstan::variational::advi::calc_ELBO: The number of dropped evaluations has "
+                "reached its maximum amount (100). Your model may be either severely ill-conditioned or misspecified.\n")
+            raise RuntimeError("Error during variational inference: ")
+
+    with pytest.raises(UserInputError) as err:
+        run_method(FailingADVI(), {}, RunOptions(method="advi-fullrank"), tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("Stan could not run advi-fullrank: stan::variational::advi::calc_ELBO")
+    assert "not finite" in msg and "--method advi (mean-field)" in msg and "--method pathfinder" in msg
+
+
+def test_collapsed_pathfinder_writes_distinct_raw_draws_and_says_what_to_do(demo_h5ad, tmp_path, toolchain):
+    """NBDM on the demo data, pathfinder with 2 paths: Pareto k is far above 0.7 (about 5 with this seed) and the
+    PSIS resample holds a handful of distinct draws; the file must hold distinct draws, flagged, with weights."""
+    path = tmp_path / "pf.nc"
+    res = scribe("run", demo_h5ad, "-o", path, "--method", "pathfinder", "--chains", "2", "--draws", "100",
+                 "--seed", "3", "--quiet", "--strict", check=False)
+    assert res.returncode == 3 and "convergence diagnostics failed" in res.stderr  # --strict: exit 3, file written
+    diag = json.loads(res.stdout)["diagnostics"]
+    assert diag["distinct_draws"] < diag["min_distinct_draws"] == 20
+    assert diag["draws_written"].startswith("raw") and diag["psis_ess"] < 20 and diag["pareto_k"] > 0.7
+    assert any("distinct draw" in p for p in diag["problems"])
+    assert any("--method nuts" in t for t in diag["advice"]) and any("--method advi" in t for t in diag["advice"])
+    idata = az.from_netcdf(path)
+    r = idata.posterior["r"].values[0]  # (draw, gene)
+    assert r.shape == (100, 500) and np.unique(r, axis=0).shape[0] == 100  # 100 different draws, not a few repeated
+    assert np.all(np.isfinite(idata.sample_stats["log_weight"].values))
+    assert "NOT PSIS-resampled" in idata.sample_stats.attrs["draws_kind"]
+    # `scribe summary` recomputes the same verdict from the file and prints what to do
+    text = scribe("summary", path).stdout
+    assert "PROBLEMS: PSIS resampling kept" in text and "what to do: " in text and "--method nuts" in text
+    report = json.loads(scribe("summary", path, "--format", "json").stdout)
+    assert report["diagnostics"]["distinct_draws"] == diag["distinct_draws"]
+    assert report["diagnostics"]["advice"] == diag["advice"]
+
+
+def test_fullrank_refused_early_on_the_command_line(demo_h5ad, tmp_path):
+    out = tmp_path / "fr.nc"
+    res = scribe("run", demo_h5ad, "--model", "zinb", "--gate-prior", "neg", "--method", "advi-fullrank", "-o", out,
+                 "--quiet", check=False)
+    assert res.returncode == 2 and not out.exists()
+    assert res.stderr.startswith("scribe: error: --method advi-fullrank cannot fit 1,502 parameters")
+    assert len(res.stderr.strip().splitlines()) == 1
