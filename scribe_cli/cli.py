@@ -147,7 +147,7 @@ def _load_config_file(ctx, _param, value):
 @click.option("--stan-file", type=click.Path(path_type=Path), help="Run this (edited) Stan program instead of rendering one; same data.")
 @click.option("--method", type=click.Choice(METHODS), default="nuts", show_default=True,
               help="nuts (MCMC, default); pathfinder, advi, advi-fullrank, laplace (approximations: check Pareto k); "
-                   "optimize (posterior mode only). Full-rank ADVI diverges beyond a few hundred parameters: prefer pathfinder.")
+                   "optimize (posterior mode only). advi-fullrank is refused above 1,000 parameters (n x n covariance).")
 @click.option("--chains", type=int, default=4, show_default=True, help="MCMC chains (pathfinder: number of paths).")
 @click.option("--parallel-chains", type=int, help="Chains run at once [default: all].")
 @click.option("--threads-per-chain", type=int, default=1, show_default=True, help="Threads per chain for reduce_sum likelihoods.")
