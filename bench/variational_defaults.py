@@ -10,7 +10,8 @@ geometric mean over genes before comparing. Per setting:
 - cov90: fraction of genes whose true normalised mean lies in the 90% interval (target 0.90; 0.80-0.97 passes);
 - width: median width of those intervals on the log scale (about the relative width);
 - err: median absolute error of the posterior mean of the normalised log mu;
-- wall time of the Stan run, Pareto k, PSIS ESS, distinct draws after resampling.
+- wall time of the Stan run, ADVI's iterations (the last one its transcript reports, to the nearest 100),
+  Pareto k, PSIS ESS, distinct draws after resampling.
 
 Pathfinder rows come in two: the PSIS-resampled draws (what `scribe run` writes when the resample holds
 enough distinct draws) and all raw draws of the approximation (what it writes when it does not).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -31,6 +33,7 @@ import anndata
 import numpy as np
 import scipy.sparse as sp
 
+from scribe_cli import psis
 from scribe_cli.cache import compile_program
 from scribe_cli.config import ModelConfig, validate
 from scribe_cli.data import read_counts
@@ -41,15 +44,16 @@ from scribe_cli.render import render, stan_data, variable_dims
 
 # (label, method, paths, Stan arguments over fit.py's defaults)
 SETTINGS = [
-    ("pathfinder default", "pathfinder", 4, {}),
+    ("pathfinder default", "pathfinder", 4, {}),  # Stan's defaults (fit.PATHFINDER_TUNING keeps them)
     ("pathfinder 8 paths", "pathfinder", 8, {}),
     ("pathfinder history 15", "pathfinder", 4, {"history_size": 15}),
     ("pathfinder 100 elbo draws", "pathfinder", 4, {"num_elbo_draws": 100}),
-    ("advi default", "advi", 1, {}),
-    ("advi tol 0.001", "advi", 1, {"tol_rel_obj": 0.001}),
-    ("advi tol 0.001, 5 grad samples", "advi", 1, {"tol_rel_obj": 0.001, "grad_samples": 5}),
-    ("advi tol 0.001, eta 0.1", "advi", 1, {"tol_rel_obj": 0.001, "eta": 0.1, "adapt_engaged": False}),
-    ("advi 30000 iter, tol 0.0001", "advi", 1, {"iter": 30000, "tol_rel_obj": 0.0001}),
+    # explicit values, so that the rows keep their meaning whatever fit.ADVI_TUNING says
+    ("advi tol 0.01 (Stan default)", "advi", 1, {"tol_rel_obj": 0.01, "iter": 10000}),
+    ("advi tol 0.001", "advi", 1, {"tol_rel_obj": 0.001, "iter": 10000}),
+    ("advi tol 0.001, 5 grad samples", "advi", 1, {"tol_rel_obj": 0.001, "iter": 10000, "grad_samples": 5}),
+    ("advi tol 0.001, eta 0.1", "advi", 1, {"tol_rel_obj": 0.001, "iter": 10000, "eta": 0.1, "adapt_engaged": False}),
+    ("advi tol 0.0001, 30000 iter", "advi", 1, {"iter": 30000, "tol_rel_obj": 0.0001}),
 ]
 
 
@@ -81,6 +85,13 @@ def recovery(draws: np.ndarray, mu_true: np.ndarray) -> dict:
             "width": float(np.median(hi - lo)), "err": float(np.median(np.abs(mean - truth)))}
 
 
+def advi_iterations(fit) -> int:
+    """The last iteration ADVI's transcript reports (it prints the ELBO every eval_elbo = 100 iterations)."""
+    text = Path(fit.runset.stdout_files[0]).read_text()
+    text = text.split("Begin stochastic gradient ascent", 1)[-1]
+    return max((int(m) for m in re.findall(r"(?m)^\s*(\d+)\s+-?\d", text)), default=0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cells", type=int, default=2000)
@@ -95,16 +106,18 @@ def main() -> None:
     config = validate(ModelConfig(model="nbvcp"))
     model = compile_program(render(config), name=config.model).model
     rows = []
-    print("| setting | draws | wall s | corr | cov90 | width | err | Pareto k | PSIS ESS | distinct |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| setting | draws | wall s | iterations | corr | cov90 | width | err | Pareto k | PSIS ESS | distinct |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sim.h5ad"
         anndata.AnnData(X=X).write_h5ad(path)
         counts = read_counts(path)
         data = stan_data(config, counts)
         coords = {"gene": counts.genes, "cell": counts.cells}
+        labels = [s[0] for s in SETTINGS]
         for label, method, paths, tuning in SETTINGS:
-            if not any(part in label for part in args.only.split(",")):
+            parts = args.only.split(",")
+            if label not in parts and not any(part in label for part in parts if part not in labels):
                 continue
             opts = RunOptions(method=method, chains=paths, draws=args.draws, seed=1, show_progress=False).validate()
             out = Path(tmp) / label.replace(" ", "_").replace(",", "")
@@ -120,14 +133,20 @@ def main() -> None:
                                                               else "raw (fallback)")
             variants = [(kind, written)]
             if method == "pathfinder":
-                variants.append(("all raw", posterior_arrays(fit, method)["mu"].reshape(-1, args.genes)))
+                raw = posterior_arrays(fit, method)["mu"].reshape(-1, args.genes)
+                variants.append(("all raw", raw))
+                if kind != "PSIS-resampled":  # what writing the collapsed resample would have given
+                    cols = list(fit.column_names)
+                    d = np.asarray(fit.draws()).reshape(-1, len(cols))
+                    log_ratio = d[:, cols.index("lp__")] - d[:, cols.index("lp_approx__")]
+                    variants.append(("PSIS resample (refused)", raw[psis.resample_indices(log_ratio, args.draws, seed=1)]))
             for what, draws in variants:
                 row = {"setting": label, "method": method, "paths": paths, "tuning": tuning, "draws": what,
-                       "wall_s": round(wall, 1), **{k: round(v, 4) for k, v in recovery(draws, mu).items()},
+                       "wall_s": round(wall, 1), "iterations": advi_iterations(fit) if method == "advi" else None, **{k: round(v, 4) for k, v in recovery(draws, mu).items()},
                        "pareto_k": round(diag["pareto_k"], 2), "psis_ess": round(diag["psis_ess"], 1),
                        "distinct": diag.get("distinct_draws")}
                 rows.append(row)
-                print(f"| {label} | {what} | {row['wall_s']} | {row['corr']:.4f} | {row['cov90']:.3f} | {row['width']:.3f} "
+                print(f"| {label} | {what} | {row['wall_s']} | {row['iterations'] or '-'} | {row['corr']:.4f} | {row['cov90']:.3f} | {row['width']:.3f} "
                       f"| {row['err']:.3f} | {row['pareto_k']} | {row['psis_ess']} | {row['distinct'] or '-'} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

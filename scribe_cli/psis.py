@@ -43,6 +43,17 @@ def smoothed_weights(log_ratio: np.ndarray) -> tuple[np.ndarray, float, float]:
     return smoothed, float(khat), float(1.0 / np.sum(w**2))
 
 
+def _weighted_pick(smoothed: np.ndarray, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    w = np.exp(smoothed - smoothed.max())
+    return rng.choice(smoothed.size, size=n_draws, replace=True, p=w / w.sum())
+
+
+def resample_indices(log_ratio: np.ndarray, n_draws: int, seed: int) -> np.ndarray:
+    """The PSIS resample itself (indices, with replacement), as ``resample`` draws it before judging it."""
+    smoothed, _, _ = smoothed_weights(np.asarray(log_ratio, dtype=float).ravel())
+    return _weighted_pick(smoothed, n_draws, np.random.default_rng(seed))
+
+
 @dataclass(frozen=True)
 class Resample:
     pick: np.ndarray       # indices of the written draws among the raw ones
@@ -68,8 +79,7 @@ def resample(log_ratio: np.ndarray, n_draws: int, seed: int) -> Resample:
     n = log_ratio.size
     smoothed, khat, ess = smoothed_weights(log_ratio)
     rng = np.random.default_rng(seed)
-    w = np.exp(smoothed - smoothed.max())
-    pick = rng.choice(n, size=n_draws, replace=True, p=w / w.sum())
+    pick = _weighted_pick(smoothed, n_draws, rng)
     distinct = int(np.unique(pick).size)
     need = min_distinct(n_draws)
     ok = distinct >= need
