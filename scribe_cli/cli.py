@@ -147,7 +147,7 @@ def _load_config_file(ctx, _param, value):
 @click.option("--stan-file", type=click.Path(path_type=Path), help="Run this (edited) Stan program instead of rendering one; same data.")
 @click.option("--method", type=click.Choice(METHODS), default="nuts", show_default=True,
               help="nuts (MCMC, default); pathfinder, advi, advi-fullrank, laplace (approximations: check Pareto k); "
-                   "optimize (posterior mode only). Full-rank ADVI diverges beyond a few hundred parameters: prefer pathfinder.")
+                   "optimize (posterior mode only). advi-fullrank is refused above 1,000 parameters (n x n covariance).")
 @click.option("--chains", type=int, default=4, show_default=True, help="MCMC chains (pathfinder: number of paths).")
 @click.option("--parallel-chains", type=int, help="Chains run at once [default: all].")
 @click.option("--threads-per-chain", type=int, default=1, show_default=True, help="Threads per chain for reduce_sum likelihoods.")
@@ -204,6 +204,8 @@ def run(print_config, **kw):
     diag = result.diagnostics
     for problem in diag.get("problems", []):
         log.warning("diagnostics: %s", problem)
+    for tip in diag.get("advice", []):
+        log.warning("what to do: %s", tip)
     if run_kw["strict"] and not diag.get("ok", True):
         _fail(DiagnosticsFailed("convergence diagnostics failed: " + "; ".join(diag["problems"])))
 
@@ -298,7 +300,8 @@ def _print_result(summary: dict, fmt: str) -> None:
     rows = [("output", summary["output"]), ("method", summary["method"]), ("seed", summary["seed"]),
             ("compiled model", "cached" if summary["cached_model"] else "compiled")]
     rows += [(f"time {k} (s)", v) for k, v in summary["timings"].items()]
-    rows += [(k, v) for k, v in summary["diagnostics"].items() if k not in ("problems",)]
+    rows += [(k, v) for k, v in summary["diagnostics"].items() if k not in ("problems", "advice")]
+    rows += [("what to do", tip) for tip in summary["diagnostics"].get("advice", [])]
     for t, sh in summary.get("shrinkage", {}).items():
         rows.append((f"shrinkage {t}", f"{sh['scale']} = {sh['mean']:.3g} [{sh['q05']:.3g}, {sh['q95']:.3g}]: {sh['reading']}"))
         rows += [(f"shrinkage {t} [{d}]", f"{sh['per_dataset_scale']} = {v['mean']:.3g} [{v['q05']:.3g}, {v['q95']:.3g}]: "
@@ -336,7 +339,9 @@ def summary(posterior, fmt, var_names):
             click.echo(f"datasets (obs['{report['dataset_key']}']): " + ", ".join(f"{d} ({n} cells)" for d, n in cells.items()))
         click.echo(f"diagnostics: {verdict}")
         click.echo(", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
-                             for k, v in diag.items() if k not in ("ok", "problems")))
+                             for k, v in diag.items() if k not in ("ok", "problems", "advice")))
+        for tip in diag.get("advice", []):
+            click.echo(f"what to do: {tip}")
         for target, sh in report["shrinkage"].items():
             click.echo(f"shrinkage {target} ({sh['family']}): {sh['scale']} = {sh['mean']:.3g} "
                        f"[{sh['q05']:.3g}, {sh['q95']:.3g}]; {sh['reading']}")

@@ -7,6 +7,9 @@ import math
 import arviz as az
 import numpy as np
 
+from .advice import approximation_advice
+from .psis import smoothed_weights
+
 # Thresholds follow current practice (Vehtari et al. 2021 for R-hat / ESS; Betancourt for E-BFMI;
 # Vehtari et al. 2024 for Pareto k, whose sample-size-dependent bound is min(1 - 1/log10(S), 0.7)).
 RHAT_MAX = 1.01
@@ -20,7 +23,10 @@ def _extreme(ds, fn) -> float:
     return fn(np.array(values)) if values else float("nan")
 
 
-def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None = None) -> dict:
+def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None = None, *,
+                config: dict | None = None, paths: int | None = None) -> dict:
+    """Verdicts and the figures behind them; ``problems`` lists what failed. For approximations, ``advice``
+    lists what to do about it (``config``: the run's ModelConfig.to_dict(), ``paths``: pathfinder's paths)."""
     post = idata.posterior
     out: dict = {}
     if method == "nuts":
@@ -51,26 +57,49 @@ def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None 
         problems = []
         out["note"] = "posterior mode (point estimate): no uncertainty and no convergence diagnostics"
     else:
-        khat, n = pareto_k(idata)
-        out["pareto_k"] = khat
-        bound = min(1 - 1 / math.log10(n), 0.7) if n > 10 else 0.7
-        out["pareto_k_threshold"] = bound
-        problems = [] if khat <= bound else [
-            f"Pareto k {khat:.2f} > {bound:.2f}: the approximation is unreliable; use --method nuts"
-        ]
+        problems = _approximation(idata, method, out, config=config, paths=paths)
     out["ok"] = not problems
     out["problems"] = problems
     return out
 
 
-def pareto_k(idata: az.InferenceData) -> tuple[float, int]:
-    """PSIS Pareto k of the importance ratios target / approximation over the approximate draws."""
+def _approximation(idata: az.InferenceData, method: str, out: dict, *, config: dict | None, paths: int | None) -> list:
+    """Pareto k, PSIS ESS and (pathfinder) distinct resampled draws into ``out``; returns the problems."""
+    khat, n, ess = pareto_k(idata)
+    out["pareto_k"] = khat
+    bound = min(1 - 1 / math.log10(n), 0.7) if n > 10 else 0.7
+    out["pareto_k_threshold"] = bound
+    out["psis_ess"] = ess
+    attrs = idata.sample_stats.attrs
+    problems = []
+    collapsed = False
+    if "distinct_draws" in attrs:  # pathfinder: written by psis.resample
+        out["distinct_draws"] = int(attrs["distinct_draws"])
+        out["min_distinct_draws"] = int(attrs["min_distinct_draws"])
+        collapsed = not int(attrs["psis_resampled"])
+        out["draws_written"] = "raw approximation (not resampled)" if collapsed else "PSIS-resampled"
+        if collapsed:
+            problems.append(
+                f"PSIS resampling kept {out['distinct_draws']} distinct draw(s) (at least {out['min_distinct_draws']} "
+                f"needed; PSIS ESS {ess:.1f}): wrote {idata.posterior.sizes['draw']} raw draws of the approximation "
+                "instead, NOT a posterior sample (sample_stats.log_weight holds their importance weights)")
+    if khat > bound:
+        problems.append(f"Pareto k {khat:.2f} > {bound:.2f}: the approximation is unreliable")
+    if problems:
+        out["advice"] = approximation_advice(method, khat, config=config, paths=paths, collapsed=collapsed)
+    return problems
+
+
+def pareto_k(idata: az.InferenceData) -> tuple[float, int, float | None]:
+    """PSIS Pareto k of the importance ratios target / approximation over the approximate draws, their
+    number and the PSIS effective sample size (None for files written before it was recorded)."""
     stats = idata.sample_stats
     if "pareto_k" in stats.attrs:  # computed before resampling (pathfinder): resampled draws would hide it
-        return float(stats.attrs["pareto_k"]), int(stats.attrs["pareto_k_draws"])
+        ess = stats.attrs.get("psis_ess")
+        return float(stats.attrs["pareto_k"]), int(stats.attrs["pareto_k_draws"]), None if ess is None else float(ess)
     log_w = (stats["lp"].values - stats["lp_approx"].values).ravel()
     log_w = log_w[np.isfinite(log_w)]
     if log_w.size < 10:
-        return float("nan"), int(log_w.size)
-    _, khat = az.psislw(log_w - log_w.max())
-    return float(khat), int(log_w.size)
+        return float("nan"), int(log_w.size), None
+    _, khat, ess = smoothed_weights(log_w)
+    return khat, int(log_w.size), ess

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class RunOptions:
         return self
 
 
-def _nuts(model, data, opts: RunOptions, output_dir: Path):
+def _nuts(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
     inits = None
     if opts.init == "pathfinder":
         # One pathfinder path per chain; each chain starts at a different approximate draw, so
@@ -69,10 +70,22 @@ def _nuts(model, data, opts: RunOptions, output_dir: Path):
     )
 
 
-def _pathfinder(model, data, opts: RunOptions, output_dir: Path):
+# Stan arguments of the approximate methods beyond what RunOptions sets; bench/variational_defaults.py
+# measures the alternatives (recovery and interval coverage against a simulation's truth, wall time) and
+# passes its own values through run_method(..., tuning=...). The figures behind each choice: docs/variational.md.
+# Pathfinder: Stan's defaults (history 5, 25 ELBO draws) with one path per --chains; 8 paths, history 15 or
+# 100 ELBO draws gave the same recovery at 1.3-4.5x the time. ADVI: Stan's tol_rel_obj 0.01 stops on a 1%
+# relative change of the ELBO, which on large data (ELBO ~ -1e5) comes while the scales are still shrinking:
+# 90% intervals covered 99% of the true means; at 0.001 they cover 95% and are a third narrower, under the same
+# 10,000-iteration cap (0.0001 with 30,000 iterations, or 5 gradient draws: 92-93%, at 2-3x the time).
+PATHFINDER_TUNING: dict = {}
+ADVI_TUNING: dict = {"tol_rel_obj": 0.001}
+
+
+def _pathfinder(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
     # num_paths follows --chains so that "4 chains" means 4 independent starting points for every method.
     # psis_resample=False: we keep the raw draws of the approximation so that the Pareto k of the
-    # importance ratios can be computed on them; idata.py then does the PSIS resampling (with ArviZ).
+    # importance ratios can be computed on them; psis.py then does the PSIS resampling (with ArviZ).
     return model.pathfinder(
         data=data,
         num_paths=opts.chains,
@@ -82,11 +95,12 @@ def _pathfinder(model, data, opts: RunOptions, output_dir: Path):
         num_threads=min(opts.chains, 2) * opts.threads_per_chain,
         output_dir=str(output_dir),
         show_console=False,
+        **{**PATHFINDER_TUNING, **(tuning or {})},
     )
 
 
 def _advi(algorithm: str):
-    def run(model, data, opts: RunOptions, output_dir: Path):
+    def run(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
         return model.variational(
             data=data,
             algorithm=algorithm,
@@ -95,18 +109,19 @@ def _advi(algorithm: str):
             output_dir=str(output_dir),
             show_console=False,
             require_converged=False,
+            **{**ADVI_TUNING, **(tuning or {})},
         )
 
     return run
 
 
-def _optimize(model, data, opts: RunOptions, output_dir: Path):
+def _optimize(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
     # The posterior mode on the constrained scale (jacobian=False): a MAP point estimate, no uncertainty.
     return model.optimize(data=data, seed=opts.seed, algorithm="lbfgs", jacobian=False, iter=10000,
                           output_dir=str(output_dir), show_console=False)
 
 
-def _laplace(model, data, opts: RunOptions, output_dir: Path):
+def _laplace(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
     # A normal approximation at the mode of the unconstrained posterior (jacobian=True), as Stan's laplace does.
     mode = model.optimize(data=data, seed=opts.seed, algorithm="lbfgs", jacobian=True, iter=10000,
                           output_dir=str(output_dir), show_console=False)
@@ -124,15 +139,81 @@ RUNNERS = {
 }
 
 
-def run_method(model, data: dict, opts: RunOptions, output_dir: Path):
-    """Run ``opts.method`` on a compiled model; Stan's own errors become one-line UserInputErrors."""
+def run_method(model, data: dict, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
+    """Run ``opts.method`` on a compiled model; Stan's own errors become one-line UserInputErrors.
+
+    ``tuning``: extra Stan arguments of pathfinder / ADVI (over PATHFINDER_TUNING / ADVI_TUNING), for benchmarks."""
     try:
-        return RUNNERS[opts.method](model, data, opts, output_dir)
+        return RUNNERS[opts.method](model, data, opts, output_dir, tuning)
     except RuntimeError as exc:
-        raise UserInputError(f"Stan could not run {opts.method}: {_stan_message(str(exc))}") from None
+        # ADVI and pathfinder print their reason without the prefix cmdstanpy looks for: read the transcript.
+        console = _console_reason(output_dir) if opts.method in ("pathfinder", "advi", "advi-fullrank") else ""
+        reason = console or _stan_message(str(exc))
+        raise UserInputError(f"Stan could not run {opts.method}: {reason or 'no reason given'}"
+                             f"{_what_to_do(opts.method, reason)}") from None
+
+
+# Full-rank ADVI fits a mean and an n x n Cholesky factor: n (n + 1) / 2 variational parameters, driven by a
+# stochastic gradient of rank grad_samples per iteration, at O(n^2) time and memory per iteration on top of
+# the model's gradient. bench/advi_fullrank_size.py (simulated NBDM, docs/variational.md): 101 -> 301 parameters
+# took 13x the time, with gene-mean correlations of 0.5 against mean-field's 0.995; 1,001 did not finish in 15
+# minutes (mean-field: 96 s). Beyond this bound it is refused before anything is compiled or run.
+FULLRANK_MAX_PARAMS = 1000
+
+
+def check_method_size(method: str, program: str, data: dict) -> None:
+    """Refuse, before compiling or running, a method that cannot work with this many parameters."""
+    if method != "advi-fullrank":
+        return
+    from .param_count import unconstrained_size
+
+    n = unconstrained_size(program, data)
+    if n is not None and n > FULLRANK_MAX_PARAMS:
+        raise UserInputError(
+            f"--method advi-fullrank cannot fit {n:,} parameters: its covariance has {n * (n + 1) // 2:,} entries "
+            f"(it works up to about {FULLRANK_MAX_PARAMS:,} parameters); use --method advi (mean-field), "
+            "--method pathfinder or --method nuts")
 
 
 def _stan_message(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # cmdstanpy's own prefix is not a reason: "Error during variational inference:" followed by nothing.
+    lines = [ln for ln in lines if not re.fullmatch(r"Error during [a-z ]+:", ln)]
     keep = [ln for ln in lines if any(w in ln for w in ("Exception", "Error", "error", "Rejecting", "failed"))]
     return " | ".join((keep or lines)[:3])
+
+
+# Lines of Stan's console output that give the reason a run stopped (ADVI and pathfinder print them
+# without the "Error"/"Exception" prefix cmdstanpy looks for, so its message ends in nothing).
+_REASON = re.compile(r"stan::|failed|ill-conditioned|misspecified|dropped evaluations|step-size|Exception|Error|"
+                     r"non-finite|NaN|inf\b|cannot|Line search", re.I)
+
+
+def _console_reason(output_dir: Path) -> str:
+    """The reason Stan printed, from the console transcripts cmdstanpy saves in the run's output directory."""
+    reasons: list[str] = []
+    for path in sorted(Path(output_dir).glob("*stdout*.txt")):
+        for line in path.read_text(errors="replace").splitlines():
+            line = line.strip()
+            if line and _REASON.search(line) and line not in reasons:
+                reasons.append(line)
+    return " | ".join(reasons[-3:])
+
+
+def _what_to_do(method: str, reason: str) -> str:
+    if method.startswith("advi"):
+        if re.search(r"step-size|adapt", reason, re.I):
+            return ("; ADVI's step-size adaptation found no step size that improves the ELBO from its start: "
+                    "try --method pathfinder (or --method nuts)")
+        if re.search(r"Cannot compute ELBO using the initial", reason):
+            return ("; the log density is not finite around ADVI's random starting point: try --method pathfinder "
+                    "(it starts with an optimisation), or --method nuts")
+        if re.search(r"dropped evaluations|calc_grad|non-finite|NaN", reason, re.I):
+            fix = "--method advi (mean-field) or " if method == "advi-fullrank" else ""
+            return (f"; the ELBO's gradient was not finite at the approximation's draws (the approximation "
+                    f"spread into regions where the log density overflows): try {fix}--method pathfinder, "
+                    "or --method nuts")
+        return "; try --method pathfinder or --method nuts"
+    if method == "pathfinder":
+        return "; try more paths (--chains), --method advi or --method nuts"
+    return ""

@@ -10,12 +10,17 @@ from pathlib import Path
 import arviz as az
 import numpy as np
 
+from . import psis
 from .atomic import atomic_write
 from .config import ModelConfig
 from .errors import UserInputError
 
 # The attribute every posterior file carries about the p convention (spec: decisions.md item 1).
 P_CONVENTION = "NB(r, p): mean = r p / (1 - p), P(0) = (1 - p)^r (NumPyro convention); Stan neg_binomial_2(mean, r)"
+
+# sample_stats.attrs["draws_kind"] of a pathfinder posterior whose PSIS resample collapsed (psis.py).
+RAW_DRAWS_NOTE = ("draws of pathfinder's approximation, NOT PSIS-resampled (the resample held too few distinct draws): "
+                  "not a posterior sample; sample_stats.log_weight holds each draw's PSIS-smoothed log importance weight")
 
 # cmdstanpy column -> ArviZ sample_stats name, for the non-MCMC methods (MCMC goes through from_cmdstanpy).
 _APPROX_STATS = {"lp__": "lp", "lp_approx__": "lp_approx", "log_p__": "lp", "log_g__": "lp_approx", "log_q__": "lp_approx"}
@@ -38,8 +43,10 @@ def to_inference_data(fit, method: str, dims_of, coords: dict[str, list], *, n_d
     """Build InferenceData; ``dims_of(arrays)`` names each variable's non-(chain, draw) axes.
 
     Pathfinder's raw draws come from the approximation: they are PSIS-resampled here to ``n_draws``
-    draws of the target (as Stan's own psis_resample does), and the Pareto k of the raw importance
-    ratios is kept in ``sample_stats.attrs["pareto_k"]``.
+    draws of the target (as Stan's own psis_resample does); the Pareto k of the raw importance ratios,
+    their PSIS ESS and the number of distinct resampled draws are kept in ``sample_stats.attrs``. When the
+    resample holds too few distinct draws (psis.min_distinct), ``n_draws`` distinct raw draws are written
+    instead, with ``sample_stats.log_weight`` and ``attrs["draws_kind"]`` saying what they are.
 
     ``log_likelihood``: the name of a Stan variable (``log_lik``) moved from the posterior to a
     ``log_likelihood`` group (for arviz.loo), when the program has it.
@@ -75,19 +82,19 @@ def _to_inference_data(fit, method: str, dims_of, coords: dict[str, list], *, n_
     for col, name in _APPROX_STATS.items():
         if col in columns and name not in stats:
             stats[name] = draws[:, columns.index(col)][None, :]
-    khat = None
+    resampled = None
     if method == "pathfinder" and n_draws is not None:
-        log_w = (stats["lp"] - stats["lp_approx"]).ravel()
-        smoothed, khat = az.psislw(log_w - log_w.max())
-        weights = np.exp(smoothed - smoothed.max())
-        pick = np.random.default_rng(seed).choice(log_w.size, size=n_draws, replace=True, p=weights / weights.sum())
-        arrays = {k: v[:, pick] for k, v in arrays.items()}
-        stats = {k: v[:, pick] for k, v in stats.items()}
+        resampled = psis.resample(stats["lp"] - stats["lp_approx"], n_draws, seed)
+        arrays = {k: v[:, resampled.pick] for k, v in arrays.items()}
+        stats = {k: v[:, resampled.pick] for k, v in stats.items()}
+        if not resampled.resampled:  # raw draws of the approximation: their weights go with them
+            stats["log_weight"] = resampled.log_weight[None, :]
     used = {d for ds in dims.values() for d in ds}
     idata = az.from_dict(posterior=arrays, sample_stats=stats, coords={k: v for k, v in coords.items() if k in used}, dims=dims)
-    if khat is not None:
-        idata.sample_stats.attrs["pareto_k"] = float(khat)
-        idata.sample_stats.attrs["pareto_k_draws"] = int(log_w.size)
+    if resampled is not None:
+        idata.sample_stats.attrs.update(resampled.attrs())
+        if not resampled.resampled:
+            idata.sample_stats.attrs["draws_kind"] = RAW_DRAWS_NOTE
     return idata
 
 

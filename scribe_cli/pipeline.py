@@ -19,7 +19,7 @@ from .config import ModelConfig, check_datasets
 from .data import Counts, assign_datasets
 from .diagnostics import convergence
 from .shrinkage import shrinkage
-from .fit import RunOptions, run_method
+from .fit import RunOptions, check_method_size, run_method
 from .errors import UserInputError
 from .idata import attach_attrs, check_output_path, prior_inference_data, to_inference_data, write_netcdf
 from .idata import variable_dims
@@ -70,6 +70,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
     user_program = program is not None
     program = program if user_program else render(config, log_lik=log_lik)
     data = stan_data(config, counts, log_lik=log_lik)
+    check_method_size(opts.method, program, data)  # before the compile: refuse in a second, not after minutes
     timings["render"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -105,7 +106,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         if log_lik and "log_likelihood" not in idata.groups():
             raise UserInputError("the program has no generated quantity 'log_lik'; --log-lik needs a vector[C] "
                                  "log_lik in generated quantities")
-        diagnostics = convergence(idata, opts.method, opts.max_treedepth)
+        diagnostics = convergence(idata, opts.method, opts.max_treedepth, config=config.to_dict(), paths=opts.chains)
         if prior is not None:
             idata.extend(prior)
         if counts.dataset_key is not None:

@@ -49,13 +49,15 @@ def parameter_table(idata: az.InferenceData, var_names: list[str] | None = None)
 def summarize(idata: az.InferenceData, var_names: list[str] | None = None) -> dict:
     attrs = run_attrs(idata)
     method = attrs.get("method", "nuts")
-    max_td = (attrs.get("run_options") or {}).get("max_treedepth") if isinstance(attrs.get("run_options"), dict) else None
+    run_options = attrs.get("run_options") if isinstance(attrs.get("run_options"), dict) else {}
+    config = attrs.get("config") if isinstance(attrs.get("config"), dict) else None
     report = {
         "method": method,
         "seed": attrs.get("seed"),
         "config": attrs.get("config"),
         "dims": {k: int(v) for k, v in idata.posterior.sizes.items()},
-        "diagnostics": convergence(idata, method, max_td),
+        "diagnostics": convergence(idata, method, run_options.get("max_treedepth"), config=config,
+                                   paths=run_options.get("chains")),
         "shrinkage": shrinkage(idata.posterior),
         "parameters": parameter_table(idata, var_names),
     }
