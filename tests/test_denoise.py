@@ -12,23 +12,19 @@ import json
 from pathlib import Path
 
 import anndata
-import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-import xarray as xr
 from click.testing import CliRunner
 from helpers import bnb_logpmf
 from scipy import stats
 
 from scribe_cli.cli import main
 
-from scribe_cli.data import file_sha256
-from scribe_cli.idata import attach_attrs
 from scribe_cli.reports import denoise as den
 from scribe_cli.reports.ppc import Draws
-from scribe_cli.simulate import simulate_from_prior
+from scribe_cli.simulate import at_truth, simulate_from_prior, write_posterior
 
 N_MC = 400_000
 
@@ -175,34 +171,6 @@ def test_datasets_draws_and_blocks():
 # --- the commands, on posteriors built in numpy ---
 
 
-def _write_posterior(path: Path, data: Path, genes, cells, variables: dict, *, method="nuts", config=None,
-                     **attrs) -> Path:
-    """variables: name -> (dims after (chain, draw), array (chains, draws, ...)); attrs as `scribe run` writes."""
-    coords = {"gene": list(genes), "cell": list(cells), "dataset": attrs.get("datasets")}
-    used = {d for dims, _ in variables.values() for d in dims}
-    ds = xr.Dataset({k: (("chain", "draw") + dims, a) for k, (dims, a) in variables.items()},
-                    coords={k: v for k, v in coords.items() if k in used or k == "gene"})
-    idata = az.InferenceData(posterior=ds)
-    attach_attrs(idata, {"method": method, "seed": 1, "config": config or {"model": "nbvcp"}, "input_file": str(data),
-                         "input_sha256": file_sha256(data), "input_layer": "X", "n_cells": len(cells),
-                         "n_genes": len(genes), "selection": {}, **attrs})
-    idata.to_netcdf(path, engine="h5netcdf")
-    return path
-
-
-def _at_truth(sim, S=40, chains=2) -> dict:
-    """A posterior whose every draw is the simulated truth."""
-    def rep(x):
-        return np.broadcast_to(x, (chains, S) + np.shape(x)).copy()
-
-    out = {"mu": (("gene",), rep(sim.mu)), "r": (("gene",), rep(sim.r))}
-    if sim.capture is not None:
-        out["capture"] = (("cell",), rep(sim.capture))
-    if sim.gate is not None:
-        out["gate"] = (("gene",), rep(sim.gate))
-    return out
-
-
 def _h5ad(tmp_path: Path, X, name="data.h5ad", **layers) -> Path:
     C, G = X.shape
     adata = anndata.AnnData(X=sp.csr_matrix(X), obs=pd.DataFrame({"batch": ["a"] * C}, index=[f"c{i}" for i in range(C)]),
@@ -218,8 +186,8 @@ def _h5ad(tmp_path: Path, X, name="data.h5ad", **layers) -> Path:
 def test_denoise_beats_the_observed_counts_and_covers_the_truth(tmp_path, capture, gate):
     sim = simulate_from_prior(np.random.default_rng(21), 300, 40, capture=capture, gate=gate, p=0.7)
     data = _h5ad(tmp_path, sim.X, spliced=sp.csr_matrix(sim.X))
-    post = _write_posterior(tmp_path / "post.nc", data, [f"g{j}" for j in range(40)], [f"c{i}" for i in range(300)],
-                            _at_truth(sim))
+    post = write_posterior(tmp_path / "post.nc", data, [f"g{j}" for j in range(40)], [f"c{i}" for i in range(300)],
+                            at_truth(sim))
     out = tmp_path / "out.h5ad"
     report = json.loads(_scribe("denoise", post, data, "-o", out, "--interval", "0.9", "--draws", "2").stdout)
     assert report["layers"] == ["denoised", "denoised_lo", "denoised_hi", "denoised_draw0", "denoised_draw1"]
@@ -246,8 +214,8 @@ def test_denoise_beats_the_observed_counts_and_covers_the_truth(tmp_path, captur
 def test_nb_without_capture_or_gate_leaves_the_counts_sparse(tmp_path):
     sim = simulate_from_prior(np.random.default_rng(2), 50, 10, capture=False, gate=False, p=0.5)
     data = _h5ad(tmp_path, sim.X)
-    post = _write_posterior(tmp_path / "post.nc", data, [f"g{j}" for j in range(10)], [f"c{i}" for i in range(50)],
-                            _at_truth(sim), config={"model": "nbdm"})
+    post = write_posterior(tmp_path / "post.nc", data, [f"g{j}" for j in range(10)], [f"c{i}" for i in range(50)],
+                            at_truth(sim), config={"model": "nbdm"})
     out = tmp_path / "out.h5ad"
     report = json.loads(_scribe("denoise", post, data, "-o", out, "--layer-name", "true").stdout)
     assert report["counts_unchanged"] and report["sparse"] == {"true": True}
@@ -269,16 +237,16 @@ def test_bad_combinations_exit_2_and_write_nothing(tmp_path):
     data = _h5ad(tmp_path, sim.X)
     genes, cells = [f"g{j}" for j in range(6)], [f"c{i}" for i in range(20)]
     out = tmp_path / "out.h5ad"
-    other_genes = _write_posterior(tmp_path / "g.nc", data, genes[::-1], cells, _at_truth(sim))
+    other_genes = write_posterior(tmp_path / "g.nc", data, genes[::-1], cells, at_truth(sim))
     other_cells = _h5ad(tmp_path, sim.X[:19], name="fewer.h5ad")
-    good = _write_posterior(tmp_path / "ok.nc", data, genes, cells, _at_truth(sim))
-    mode = _write_posterior(tmp_path / "opt.nc", data, genes, cells, _at_truth(sim, S=1, chains=1), method="optimize")
+    good = write_posterior(tmp_path / "ok.nc", data, genes, cells, at_truth(sim))
+    mode = write_posterior(tmp_path / "opt.nc", data, genes, cells, at_truth(sim, S=1, chains=1), method="optimize")
     for command in ("denoise", "export"):
         _one_line_failure(_scribe(command, other_genes, data, "-o", out, check=False), out, "genes differ")
         _one_line_failure(_scribe(command, good, other_cells, "-o", out, check=False), out, "cells differ")
         _one_line_failure(_scribe(command, mode, data, "-o", out, check=False), out, "optimize", "--method nuts")
     with_layer = _h5ad(tmp_path, sim.X, name="layered.h5ad", denoised=sp.csr_matrix(sim.X))
-    post = _write_posterior(tmp_path / "l.nc", with_layer, genes, cells, _at_truth(sim))
+    post = write_posterior(tmp_path / "l.nc", with_layer, genes, cells, at_truth(sim))
     _one_line_failure(_scribe("denoise", post, with_layer, "-o", out, check=False), out, "--layer-name")
     _one_line_failure(_scribe("denoise", good, data, "-o", out, "--interval", "90", check=False), out, "--interval")
 
@@ -296,7 +264,7 @@ def test_export_puts_parameters_in_var_obs_and_uns(tmp_path):
     adata.write_h5ad(data)
     mu = np.full((2, S, G, 2), 3.0)
     mu[..., 0, 1] = 23.0
-    post = _write_posterior(
+    post = write_posterior(
         tmp_path / "mix.nc", data, [f"g{j}" for j in range(G)], [f"c{i}" for i in range(C)],
         {"mu": (("gene", "component"), mu * rng.lognormal(0, 0.05, mu.shape)),
          "r": (("gene", "component"), np.full((2, S, G, 2), 20.0)),
@@ -333,7 +301,7 @@ def test_export_names_per_dataset_columns_by_dataset(tmp_path):
                             var=pd.DataFrame(index=[f"g{j}" for j in range(G)]))
     data = tmp_path / "ds.h5ad"
     adata.write_h5ad(data)
-    post = _write_posterior(
+    post = write_posterior(
         tmp_path / "ds.nc", data, [f"g{j}" for j in range(G)], [f"c{i}" for i in range(C)],
         {"mu": (("gene", "dataset"), rng.lognormal(0, 0.1, (1, S, G, 2))), "r": (("gene",), np.ones((1, S, G)))},
         config={"model": "nbdm", "dataset_key": "protocol"}, dataset_key="protocol", datasets=["celseq2", "dropseq"])
@@ -347,8 +315,8 @@ def test_ppc_biological_strips_capture_and_gate(tmp_path):
     """Replicates of the biological NB have mean mu, not capture x mu, and no structural zeros."""
     sim = simulate_from_prior(np.random.default_rng(13), 400, 8, capture=True, gate=True, p=0.8)
     data = _h5ad(tmp_path, sim.X)
-    post = _write_posterior(tmp_path / "post.nc", data, [f"g{j}" for j in range(8)], [f"c{i}" for i in range(400)],
-                            _at_truth(sim, S=10))
+    post = write_posterior(tmp_path / "post.nc", data, [f"g{j}" for j in range(8)], [f"c{i}" for i in range(400)],
+                            at_truth(sim, S=10))
     report = json.loads(_scribe("ppc", post, data, "-o", tmp_path / "chk", "--draws", "10", "--biological").stdout)
     bio = report["biological"]
     assert Path(bio["figure"]).is_file() and Path(bio["table"]).is_file() and Path(report["table"]).is_file()
