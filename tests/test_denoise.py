@@ -146,8 +146,8 @@ def test_mixture_mean_and_component_probabilities_match_simulation():
 
 
 def test_datasets_draws_and_blocks():
-    """Each cell uses its dataset's column; the mean averages the per-draw closed forms; blocks of any size give
-    the same layer."""
+    """Each cell uses its dataset's column (a BNB, zero-inflated model with capture); the mean averages the per-draw
+    closed forms; blocks of any size give the same layer."""
     rng = np.random.default_rng(8)
     C, G, S = 30, 4, 3
     X = sp.csr_matrix(rng.poisson(2.0, size=(C, G)))
@@ -156,12 +156,13 @@ def test_datasets_draws_and_blocks():
     r = rng.lognormal(0.5, 0.3, size=(S, G, 1, 1))
     nu = rng.uniform(0.2, 0.9, size=(S, C))
     gate = np.full((S, G, 1, 1), 0.2)
-    draws = _draws(S, G, D=2, mu=mu, r=r, gate=gate, capture=nu)
+    kappa = rng.uniform(3.0, 9.0, size=(S, G, 1, 1))
+    draws = _draws(S, G, D=2, mu=mu, r=r, gate=gate, kappa=kappa, capture=nu)
     U = X.toarray().astype(float)
     expected = np.zeros((C, G))
     for s in range(S):
         comp = den.Component(mu=mu[s, :, 0, cell_dataset].reshape(C, G), r=r[s, :, 0, 0], nu=nu[s][:, None],
-                             gate=gate[s, :, 0, 0])
+                             gate=gate[s, :, 0, 0], kappa=kappa[s, :, 0, 0])
         expected += den.conditional_mean(U, comp) / S
     for block in (1, 7 * S * G, 10**9):  # one cell, 7 cells, all cells per block
         res = den.denoise(draws, X, cell_dataset, n_posterior=S, block_elements=block)
