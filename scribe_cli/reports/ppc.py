@@ -258,11 +258,24 @@ def _stats_into(out: dict, suffix: str, at, genes: slice, y: np.ndarray) -> None
     out[f"zero_frac{suffix}"][(*at, genes)] = (y == 0).mean(axis=0)
 
 
+def biological(draws: Draws) -> Draws:
+    """The draws without the technical parameters: capture (so nu = 1) and the zero-inflation gate. What is left
+    replicates the true (pre-capture, pre-dropout) counts of docs/denoise.md: NB, or BNB where the model has
+    BNB tails (its prior of the true counts at capture 1), per mixture component and dataset."""
+    drop = ("capture", "gate")
+    return Draws({k: v for k, v in draws.values.items() if k not in drop},
+                 {k: v for k, v in draws.dims.items() if k not in drop})
+
+
 def replicate_stats(post: xr.Dataset, counts: Counts, n_draws: int = 100, seed: int = 0,
-                    block_cells_genes: int = 5_000_000, by_dataset: bool | None = None) -> dict[str, np.ndarray]:
+                    block_cells_genes: int = 5_000_000, by_dataset: bool | None = None,
+                    biological_only: bool = False) -> dict[str, np.ndarray]:
     """Replicated per-gene statistics at n_draws posterior draws picked at random: arrays (n_draws, G); with a
-    dataset key on ``counts`` (``by_dataset`` default) also per dataset, (n_draws, D, G) (simulate_stats)."""
+    dataset key on ``counts`` (``by_dataset`` default) also per dataset, (n_draws, D, G) (simulate_stats).
+    ``biological_only``: replicate the biological distribution alone (see biological)."""
     params = draw_parameters(post, counts)
+    if biological_only:
+        params = biological(params)
     S = params.n_samples
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(S, size=min(n_draws, S), replace=False))
