@@ -86,7 +86,8 @@ def prior_draws(config: ModelConfig, counts: Counts, n: int, seed: int, workdir:
     prior = idata.prior.isel(draw=slice(thin - 1, None, thin))
     kept = prior[ranked_variables(prior)]
     ess = az.ess(kept, method="bulk")
-    worst = min((float(np.nanmin(ess[v].values)), v) for v in ess.data_vars if ess[v].size)
+    finite = [(float(np.min(x)), v) for v in ess.data_vars if (x := ess[v].values[np.isfinite(ess[v].values)]).size]
+    worst = min(finite) if finite else (float("nan"), "")  # NaN: too few draws per chain for an ESS
     divergences = int(idata.sample_stats_prior["diverging"].values.sum())
     flat = prior.stack(sample=("chain", "draw")).isel(sample=slice(0, n))
     flat = flat.drop_vars(["sample", "chain", "draw"]).rename(sample="draw").expand_dims(chain=1)
