@@ -13,6 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from scribe_cli.atomic import atomic_write  # noqa: E402
 
@@ -103,6 +104,12 @@ def _sbc_section(s: dict) -> str:
     for name, e in s["configs"].items():
         ds = ", 2 datasets" if e["datasets"] else ""
         out.append(f"- `{name}`: `{json.dumps(e['options'])}`{ds}")
+    import sbc  # the list of configurations: say which have not been run
+
+    missing = [n for n in sbc.CONFIGS if n not in s["configs"]]
+    if missing:
+        out.append("\nNot run yet (`bench/sbc.py --configs " + ",".join(missing) + "`):\n")
+        out += [f"- `{n}`: `{json.dumps(sbc.CONFIGS[n][0])}`" for n in missing]
     out.append("\nFlagged groups (Holm-adjusted p-value):\n")
     out += flagged_lines or ["- none"]
     nuts_flags = [ln for ln in flagged_lines if ", nuts:" in ln]
@@ -164,5 +171,4 @@ def write() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO / "bench"))
     write()
