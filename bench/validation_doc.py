@@ -156,8 +156,13 @@ def _coverage_section(c: dict) -> str:
     return "\n".join(out)
 
 
+NOTES = REPO / "bench" / "results" / "validation_notes.md"  # optional: what the last runs covered, by hand
+
+
 def write() -> None:
     parts = [INTRO]
+    if NOTES.exists():
+        parts.append(NOTES.read_text().strip())
     if SBC.exists():
         parts.append(_sbc_section(json.loads(SBC.read_text())))
     else:
