@@ -220,34 +220,58 @@ def simulate_stats(params, idx: np.ndarray, n_cells: int, rng: np.random.Generat
     out = {k: np.empty((len(idx), G)) for k in STATS}
     out.update({f"{k}_by_dataset": np.full((len(idx), D, G), np.nan) for k in STATS} if by_dataset else {})
     block = max(1, block_cells_genes // C)
-    zeros = np.zeros(C, dtype=np.int64)
     for i, s in enumerate(idx):
         nu = capture[s][:, None] if capture is not None else 1.0
         z = _components(draws, s, C, cell_dataset, rng)
         for g0 in range(0, G, block):
             g1 = min(G, g0 + block)
-
-            def per_cell(name):  # (C, g1 - g0) or (C, 1): a gene-level parameter at each cell's component and dataset
-                x = draws[name][s]  # (G or 1, K or 1, D or 1)
-                x = x[g0:g1] if x.shape[0] > 1 else x
-                k = z if x.shape[1] > 1 else zeros
-                d = ds_index if x.shape[2] > 1 else zeros
-                return x[:, k, d].T
-
-            shape = (C, g1 - g0)
-            mean = np.broadcast_to(nu * per_cell("mu"), shape)
-            r = np.broadcast_to(per_cell("r"), shape)
-            if "kappa" in draws:
-                y = _bnb_sample(rng, mean, r, np.broadcast_to(per_cell("kappa"), shape))
-            else:
-                y = _nb_sample(rng, mean, r)
-            if "gate" in draws:
-                y = np.where(rng.random(y.shape) < per_cell("gate"), 0, y)
+            y = _simulate_block(draws, s, nu, z, ds_index, g0, g1, rng)
             _stats_into(out, "", i, slice(g0, g1), y)
             for d in range(D):
                 if members[d].size:
                     _stats_into(out, "_by_dataset", (i, d), slice(g0, g1), y[members[d]])
     return out
+
+
+def _simulate_block(draws: Draws, s: int, nu, z: np.ndarray | None, ds_index: np.ndarray, g0: int, g1: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Counts (C, g1 - g0) of genes g0..g1-1 at draw s: NB or BNB with mean nu_c mu_g, each cell using its
+    component ``z`` and dataset ``ds_index`` column, then the zero-inflation gate. The one simulator of the
+    models (ppc and bench/sbc.py use it; tests/test_sbc.py checks it against the likelihood)."""
+    C = ds_index.size
+    zeros = np.zeros(C, dtype=np.int64)
+
+    def per_cell(name):  # (C, g1 - g0) or (C, 1): a gene-level parameter at each cell's component and dataset
+        x = draws[name][s]  # (G or 1, K or 1, D or 1)
+        x = x[g0:g1] if x.shape[0] > 1 else x
+        k = z if x.shape[1] > 1 else zeros
+        d = ds_index if x.shape[2] > 1 else zeros
+        return x[:, k, d].T
+
+    shape = (C, g1 - g0)
+    mean = np.broadcast_to(nu * per_cell("mu"), shape)
+    r = np.broadcast_to(per_cell("r"), shape)
+    if "kappa" in draws:
+        y = _bnb_sample(rng, mean, r, np.broadcast_to(per_cell("kappa"), shape))
+    else:
+        y = _nb_sample(rng, mean, r)
+    if "gate" in draws:
+        y = np.where(rng.random(y.shape) < per_cell("gate"), 0, y)
+    return y
+
+
+def simulate_counts(draws: Draws, s: int, n_cells: int, rng: np.random.Generator,
+                    cell_dataset: np.ndarray | None = None) -> np.ndarray:
+    """One replicate count matrix (n_cells x G, int64) from draw s of ``draws`` (draw_parameters): the same
+    generative steps as simulate_stats, whole matrix at once (for small simulations: SBC, coverage)."""
+    G = max(draws[n].shape[1] for n in GENE_PARAMS if n in draws)
+    if draws.has("dataset") and cell_dataset is None:
+        raise ValueError("per-dataset parameters need each cell's dataset (cell_dataset)")
+    ds_index = np.zeros(n_cells, dtype=np.int64) if cell_dataset is None else np.asarray(cell_dataset, dtype=np.int64)
+    capture = draws.get("capture")
+    nu = capture[s][:, None] if capture is not None else 1.0
+    z = _components(draws, s, n_cells, cell_dataset, rng)
+    return np.asarray(_simulate_block(draws, s, nu, z, ds_index, 0, G, rng), dtype=np.int64)
 
 
 def _stats_into(out: dict, suffix: str, at, genes: slice, y: np.ndarray) -> None:
