@@ -80,14 +80,15 @@ def conjugate_group(rng, X, r, draws: int) -> D.Group:
     return D.Group("", r * p / (1 - p), np.broadcast_to(r, p.shape).copy())
 
 
-def run_scribe(X, path: Path, args, tmp: Path, extra=(), groups=None) -> None:
+def run_scribe(X, path: Path, args, tmp: Path, extra=(), groups=None, var_names=None) -> None:
+    """`scribe run` (NBDM mean-disp) on the counts X (cells x genes), writing the posterior to ``path``."""
     import anndata
     import pandas as pd
     import scipy.sparse as sp
 
     h5 = tmp / f"{path.stem}.h5ad"
     ad = anndata.AnnData(X=sp.csr_matrix(X))
-    ad.var_names = [f"g{i}" for i in range(X.shape[1])]
+    ad.var_names = list(var_names) if var_names is not None else [f"g{i}" for i in range(X.shape[1])]
     if groups is not None:
         ad.obs = pd.DataFrame({"group": groups}, index=[f"c{i}" for i in range(X.shape[0])])
     ad.write_h5ad(h5)
@@ -129,17 +130,16 @@ def comparison(grouping: str, sim, args, rng) -> D.Comparison:
         return D.components_comparison(post, ["0"], ["1"])
 
 
-def welch_bh(sim, target: float) -> np.ndarray:
-    """Welch t-test on log1p(counts / library size x median library size) per gene, BH at ``target``."""
+def welch_bh(X_a, X_b, target: float) -> np.ndarray:
+    """The usual frequentist reference: Welch t-test per gene on log1p(counts / library size x 10^4), BH at
+    ``target`` (scipy's false_discovery_control)."""
     from scipy import stats
 
     def lognorm(X):
-        lib = X.sum(axis=1, keepdims=True).astype(float)
-        return np.log1p(X / np.maximum(lib, 1) * np.median(lib))
+        X = np.asarray(X, dtype=float)
+        return np.log1p(X / np.maximum(X.sum(axis=1, keepdims=True), 1) * 1e4)
 
-    a, b = lognorm(sim["X_a"]), lognorm(np.asarray(sim["X_b"]))
-    # the library size is taken over each group's own cells and the median over both (one normalisation)
-    t = stats.ttest_ind(a, b, equal_var=False)
+    t = stats.ttest_ind(lognorm(X_a), lognorm(X_b), equal_var=False)
     p = np.where(np.isfinite(t.pvalue), t.pvalue, 1.0)
     return stats.false_discovery_control(p) <= target
 
@@ -174,7 +174,7 @@ def replicate(grouping: str, rep: int, args) -> list[dict]:
                 rows.append({"grouping": grouping, "rep": rep, "effect": effect, "shrink": shrink, "target": target,
                              **score(called, truth[effect][table_idx], table[D.column(effect, "mean")].to_numpy())})
     for target in TARGETS:
-        called = welch_bh(sim, target)
+        called = welch_bh(sim["X_a"], sim["X_b"], target)
         rows.append({"grouping": grouping, "rep": rep, "effect": "welch-t+BH", "shrink": "-", "target": target,
                      **score(called, truth["lfc"], sim["X_a"].mean(axis=0) - sim["X_b"].mean(axis=0))})
     print(f"{grouping} rep {rep}: posterior {t_post:.1f} s, DE {time.monotonic() - t0:.1f} s", file=sys.stderr)
@@ -225,14 +225,23 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=500, help="draws per chain (conjugate: chains x draws draws)")
     ap.add_argument("--tau", type=float, default=D.DEFAULT_TAU)
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs/de.md)")
-    ap.add_argument("--json", type=Path, help="also write every replicate's rows to this JSON file")
+    ap.add_argument("--json", type=Path, help="write every replicate's rows to this JSON file as they come "
+                    "(a long run interrupted keeps what it did)")
+    ap.add_argument("--from-json", type=Path, nargs="+", help="only print the tables of rows saved with --json")
     args = ap.parse_args()
     groupings = GROUPINGS if args.grouping == "all" else (args.grouping,)
+    if args.from_json:
+        rows = [row for f in args.from_json for row in json.loads(f.read_text())]
+        print_table(aggregate(rows), args.markdown)
+        return
 
     t_start = time.monotonic()
-    rows = [row for g in groupings for rep in range(args.reps) for row in replicate(g, rep, args)]
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    rows = []
+    for g in groupings:
+        for rep in range(args.reps):
+            rows += replicate(g, rep, args)
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=1))
     print(f"\nDE error rates: {', '.join(groupings)}; {args.reps} replicate(s) of {args.cells_a} + {args.cells_b} cells x "
           f"{args.genes} genes, {args.frac_de:.0%} DE (|log fc| in log 2..log 4), tau = {args.tau:.4f}, "
           f"{args.chains} x {args.draws} draws ({args.method}); {time.monotonic() - t_start:.0f} s")

@@ -45,16 +45,16 @@ def fit(b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     b, s = np.asarray(b, float), np.maximum(np.asarray(s, float), 1e-8)
     sigma = np.concatenate([[0.0], grid(b, s)])
     ll = _log_lik(b, s, sigma)
+    # EM on the likelihoods scaled per gene (the scale cancels in the responsibilities): plain matrix products
+    lik = np.exp(ll - ll.max(axis=1, keepdims=True))
     penalty = np.zeros(sigma.size)
     penalty[0] = NULL_PENALTY - 1.0
     pi = np.full(sigma.size, 1.0 / sigma.size)
     prev = -np.inf
     for _ in range(EM_ITER):
-        lw = ll + np.log(np.maximum(pi, 1e-300))
-        norm = special.logsumexp(lw, axis=1, keepdims=True)
-        resp = np.exp(lw - norm)
-        pi = (resp.sum(axis=0) + penalty) / (b.size + penalty.sum())
-        obj = float(norm.sum() + penalty @ np.log(np.maximum(pi, 1e-300)))
+        marginal = lik @ pi
+        pi = (pi * (lik / marginal[:, None]).sum(axis=0) + penalty) / (b.size + penalty.sum())
+        obj = float(np.log(marginal).sum() + penalty @ np.log(np.maximum(pi, 1e-300)))
         if obj - prev < EM_TOL * max(1.0, abs(obj)):
             break
         prev = obj
@@ -85,7 +85,7 @@ class Posterior:
         t = np.broadcast_to(np.asarray(t, float), (self.w.shape[0],))[:, None]
         point = self.sd == 0  # the null component, and any grid scale that underflowed
         with np.errstate(divide="ignore", invalid="ignore"):
-            c = np.where(point, (t >= self.m).astype(float), stats.norm.cdf((t - self.m) / np.where(point, 1, self.sd)))
+            c = np.where(point, (t >= self.m).astype(float), special.ndtr((t - self.m) / np.where(point, 1, self.sd)))
         return (self.w * c).sum(axis=1)
 
     def prob_greater(self, t: float) -> np.ndarray:
@@ -105,7 +105,8 @@ class Posterior:
             mid = 0.5 * (lo + hi)
             below = self.cdf(mid) < q
             lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        return hi
+        # a quantile on the atom at zero ends within rounding of it: report it as 0
+        return np.where(np.abs(hi) <= 1e-12 * np.maximum(np.abs(lo), 1.0) + 1e-15, 0.0, hi)
 
 
 def shrink(b, s, *, ci: float, tau: float, fit_mask=None) -> dict[str, np.ndarray]:

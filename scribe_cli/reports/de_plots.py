@@ -40,7 +40,7 @@ def plot(table: pd.DataFrame, effect: str, path, n_draws: int, title: str = "", 
             ax.annotate(str(table["gene"].iloc[i]), (xs[i], ys[i]), fontsize=6, alpha=0.8)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
-        ax.legend(loc="best", fontsize=8)
+        ax.legend(loc="upper left", fontsize=8)  # not "best": its search is slow with many points
     axes[0].axhline(-np.log10(floor), color="0.4", lw=0.6, ls=":")
     axes[0].set_title(f"volcano (dotted: lfsr < 1/{n_draws + 1}, the draws' resolution)")
     axes[1].axhline(0, color="0.4", lw=0.6)
