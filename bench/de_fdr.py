@@ -14,7 +14,7 @@ ordered weights put A in component 0). The posterior comes from one of these gro
 - ``conjugate``: no Stan: r_g fixed at the truth and the conjugate posterior of p_g (p ~ Beta(1, 1)), so
   mu_g = r_g p_g / (1 - p_g). It ignores the uncertainty of r: a check of the DE arithmetic.
 
-For every effect (clr-mu, lfc, lvr, clr-draws), with and without adaptive shrinkage, the PEFP calls at each
+For every effect (clr-mu, lfc, lvr, clr-draws) and every --shrink (npmle, ash, none), the PEFP calls at each
 target are compared with the truth: a call is false when the gene's true effect is zero or of the other
 sign. Reported per grouping, effect and target: the mean realised false discovery proportion (FDP = false
 calls / calls, 0 when nothing is called) over replicates with its Monte Carlo standard error, the pooled FDP
@@ -152,17 +152,34 @@ def score(called: np.ndarray, truth: np.ndarray, est_sign: np.ndarray) -> dict:
             "power": float((called & is_true & ~false).sum() / max(is_true.sum(), 1))}
 
 
+def kept_comparison(grouping: str, rep: int, sim, args, rng) -> D.Comparison:
+    """comparison(), or the one saved by an earlier run with the same --keep directory (the draws of mu and r
+    of the two groups), so that the DE settings can be revisited without refitting."""
+    if not args.keep:
+        return comparison(grouping, sim, args, rng)
+    path = args.keep / f"{grouping}_rep{rep}_seed{args.seed}.npz"
+    if path.exists():
+        z = np.load(path)
+        ga, gb = D.Group("A", z["mu_a"], z["r_a"]), D.Group("B", z["mu_b"], z["r_b"])
+        return D.Comparison(grouping, "A", "B", [(ga, gb)], np.ones(1), [f"g{i}" for i in range(z["mu_a"].shape[1])])
+    comp = comparison(grouping, sim, args, rng)
+    (ga, gb), = comp.pairs
+    args.keep.mkdir(parents=True, exist_ok=True)
+    np.savez(path, mu_a=ga.mu, r_a=ga.r, mu_b=gb.mu, r_b=gb.r)
+    return comp
+
+
 def replicate(grouping: str, rep: int, args) -> list[dict]:
     rng = np.random.default_rng([args.seed, rep])
     sim = simulate(rng, args.cells_a, args.cells_b, args.genes, args.frac_de)
     t0 = time.monotonic()
-    comp = comparison(grouping, sim, args, rng)
+    comp = kept_comparison(grouping, rep, sim, args, rng)
     t_post = time.monotonic() - t0
     truth = true_effects(sim)
     gene_idx = np.array([int(g[1:]) for g in comp.genes])
     rows = []
     t0 = time.monotonic()
-    for shrink in ("none", "ash"):
+    for shrink in D.SHRINK:
         # one run_de per shrink setting gives every effect's evidence; calls at each target from lfsr_tau
         table = D.run_de(comp, tau=args.tau, seed=args.seed, shrink=shrink).table
         table_idx = gene_idx[[comp.genes.index(g) for g in table["gene"]]]
@@ -225,6 +242,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=500, help="draws per chain (conjugate: chains x draws draws)")
     ap.add_argument("--tau", type=float, default=D.DEFAULT_TAU)
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs/de.md)")
+    ap.add_argument("--keep", type=Path, help="save each replicate's posterior draws of mu and r here, and reuse them")
     ap.add_argument("--json", type=Path, help="write every replicate's rows to this JSON file as they come "
                     "(a long run interrupted keeps what it did)")
     ap.add_argument("--from-json", type=Path, nargs="+", help="only print the tables of rows saved with --json")

@@ -51,14 +51,17 @@ def load(path: Path, genes: int, seed: int):
 
 
 def fit_groups(groups: dict[str, np.ndarray], var_names, args, tmp: Path) -> dict:
-    """Fit each group's counts (cells x genes) separately; the posteriors by group name."""
+    """Fit each group's counts (cells x genes) separately; the posteriors by group name. With --keep DIR the
+    posteriors are kept there and an existing one is reused (same settings: the caller's responsibility)."""
     import arviz as az
 
     out = {}
     for name, X in groups.items():
-        path = tmp / f"{name}.nc"
+        path = (args.keep or tmp) / f"{name}.nc"
         t0 = time.monotonic()
-        run_scribe(X, path, args, tmp, var_names=var_names)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            run_scribe(X, path, args, tmp, var_names=var_names)
         print(f"  {name}: {X.shape[0]} cells, {time.monotonic() - t0:.0f} s", file=sys.stderr)
         out[name] = az.from_netcdf(path).posterior.load()
     return out
@@ -68,7 +71,7 @@ def calls(post_a, post_b, args, name: str) -> dict:
     """Called genes (set of (gene, sign)) per (effect, shrink, target)."""
     comp = D.fits_comparison(post_a, post_b, name + "_A", name + "_B", seed=args.seed)
     out = {}
-    for shrink in ("none", "ash"):
+    for shrink in D.SHRINK:
         table = D.run_de(comp, seed=args.seed, shrink=shrink).table
         genes = table["gene"].to_numpy()
         for effect in EFFECTS:
@@ -99,6 +102,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--draws", type=int, default=500)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--keep", type=Path, help="keep the posteriors here and reuse them on the next run")
     ap.add_argument("--json", type=Path, help="write the call counts to this JSON file")
     args = ap.parse_args()
     t_start = time.monotonic()

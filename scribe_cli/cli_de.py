@@ -74,11 +74,12 @@ EFFECT_HELP = ("Effect that `called` and the sort use (every effect's columns ar
               help="Weights of the pairs when averaging several (--datasets comma lists): uniform, or by the pair's cells.")
 @click.option("--effect", type=click.Choice(["clr-mu", "lfc", "lvr", "clr-draws"]), default="clr-mu",
               show_default=True, help=EFFECT_HELP)
-@click.option("--shrink", type=click.Choice(["ash", "none"]), default="ash", show_default=True,
-              help="Empirical-Bayes adaptive shrinkage of every effect across genes (ash: a mixture of a point mass "
-                   "at 0 and normals fitted to all genes' posterior means and sds; it learns how many genes do not "
-                   "change, which keeps the calls at the promised error rate). none: each gene's own posterior "
-                   "(calls then exceed the target when most genes do not change; docs/de.md).")
+@click.option("--shrink", type=click.Choice(["npmle", "ash", "none"]), default="npmle", show_default=True,
+              help="Empirical-Bayes shrinkage of every effect across genes, fitted to all genes' posterior means and "
+                   "sds: it learns how many genes do not change, which keeps the calls at the promised error rate. "
+                   "npmle: any distribution of effects (point masses on a grid); ash: adaptive shrinkage, unimodal "
+                   "at zero (overshoots the target when real changes are all large, docs/de.md); none: each gene's "
+                   "own posterior (calls then far exceed the target when most genes do not change).")
 @click.option("--min-mean", type=float, default=0.0, show_default=True,
               help="Expression mask: genes whose posterior mean expression (mu_A + mu_B) / 2, in counts per cell, is "
                    "below this are reported (masked = True) but never called.")
