@@ -306,9 +306,10 @@ def gene_evidence(delta: np.ndarray, ci: float = DEFAULT_CI, tau: float = DEFAUL
     }
 
 
-def table_order(lfsr_tau: np.ndarray, mean_clr_diff: np.ndarray) -> np.ndarray:
-    """Indices sorting genes by lfsr_tau ascending, then |mean_clr_diff| descending (stable)."""
-    return np.lexsort((-np.abs(mean_clr_diff), lfsr_tau))
+def table_order(lfsr_tau: np.ndarray, mean_clr_diff: np.ndarray, masked: np.ndarray | None = None) -> np.ndarray:
+    """Indices sorting genes by lfsr_tau ascending, then |mean_clr_diff| descending (stable); masked genes last."""
+    keys = (-np.abs(mean_clr_diff), lfsr_tau)
+    return np.lexsort(keys if masked is None else (*keys, np.asarray(masked, bool)))
 
 
 def pefp_calls(lfsr_tau: np.ndarray, target: float = DEFAULT_TARGET, order: np.ndarray | None = None) -> np.ndarray:
@@ -375,27 +376,200 @@ def delta_blocks(comp: Comparison, seed: int = 0, samples_per_draw: int = 1):
         yield slice(*g), (L - centre[:, :, None]).reshape(S * m, g[1] - g[0])
 
 
-def de_table(comp: Comparison, *, ci: float = DEFAULT_CI, tau: float = DEFAULT_TAU, target: float = DEFAULT_TARGET,
-             samples_per_draw: int = 1, seed: int = 0) -> pd.DataFrame:
-    """The DE table of de.md (one row per gene, sorted, ranked, PEFP calls) plus lvr_mean and lvr_sd."""
+# --- population-level effects and the table ------------------------------------------------------------------
+
+# --effect: name -> (column prefix, what it means). "clr-draws" keeps the original column names (no prefix).
+EFFECTS = {
+    "clr-mu": ("clr_mu_", "CLR difference of the population means: CLR(mu_A) - CLR(mu_B), the change of each gene's "
+                          "share of the expected expression (depth-free, no cell-to-cell noise)"),
+    "lfc": ("lfc_", "log fold change of the means log(mu_A / mu_B) (not depth-free: a global depth difference "
+                    "between the groups shifts every gene)"),
+    "lvr": ("lvr_", "log variance ratio log(Var_A / Var_B), Var = mu + mu^2 / r (a change of noise, not of level)"),
+    "clr-draws": ("", "CLR difference of compositions drawn with Gamma(r) noise: do two random cells differ "
+                      "(includes cell-to-cell dispersion, so it stays uncertain however many cells)"),
+}
+DEFAULT_EFFECT = "clr-mu"
+# Per-gene posteriors from independent flat-ish priors overstate how many genes differ when most do not
+# (bench/de_fdr.py: FDP ~0.4 at target 0.05 without shrinkage); empirical Bayes learns the null share across
+# genes. The NPMLE keeps the target where ash's unimodal g overshoots it (docs/de.md).
+SHRINK = ("npmle", "ash", "none")
+DEFAULT_SHRINK = "npmle"
+FIELDS = ("mean", "sd", "ci_low", "ci_high", "prob_positive", "lfsr", "lfsr_tau", "called")
+_LEGACY = {"mean": "mean_clr_diff", "sd": "sd_clr_diff", "called": "clr_draws_called"}
+
+
+def column(effect: str, field: str) -> str:
+    """The table column of ``field`` for ``effect`` (clr-draws keeps the original names)."""
+    prefix = EFFECTS[effect][0]
+    return prefix + field if prefix else _LEGACY.get(field, field)
+
+
+COLUMNS = (COLUMNS + ["mean_expr", "masked", "clr_draws_called"]
+           + [column(e, f) for e in ("clr-mu", "lfc", "lvr") for f in FIELDS if column(e, f) not in COLUMNS])
+
+
+@dataclass
+class DEResult:
+    table: pd.DataFrame
+    sets: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _generic(ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """gene_evidence's keys under the effect-neutral field names."""
+    return {"mean": ev["mean_clr_diff"], "sd": ev["sd_clr_diff"], **{k: ev[k] for k in FIELDS[2:7]}}
+
+
+def _weighted(comp: Comparison, fn, gs: slice) -> np.ndarray:
+    return sum(w * fn(a, b, gs) for w, (a, b) in zip(comp.weights, comp.pairs))
+
+
+def _lfc_draws(comp: Comparison, gs: slice) -> np.ndarray:
+    return _weighted(comp, lambda a, b, s: lfc(a.mu[:, s], b.mu[:, s]), gs)
+
+
+def _lvr_draws(comp: Comparison, gs: slice) -> np.ndarray:
+    return _weighted(comp, lambda a, b, s: lvr(a.mu[:, s], a.r[:, s], b.mu[:, s], b.r[:, s]), gs)
+
+
+def effect_blocks(comp: Comparison, effect: str, seed: int = 0, samples_per_draw: int = 1):
+    """Yield (gene slice, draws of ``effect`` for the genes of the block, shape (N, genes in block))."""
+    if effect == "clr-draws":
+        yield from delta_blocks(comp, seed=seed, samples_per_draw=samples_per_draw)
+        return
+    gblocks = [slice(*g) for g in _blocks(comp.n_genes, GENE_BLOCK)]
+    if effect == "clr-mu":  # CLR(mu_A) - CLR(mu_B) = LFC_g - mean_j LFC_j: the centre is over all genes
+        centre = sum(_lfc_draws(comp, gs).sum(axis=1) for gs in gblocks) / comp.n_genes
+    for gs in gblocks:
+        if effect == "clr-mu":
+            yield gs, _lfc_draws(comp, gs) - centre[:, None]
+        elif effect == "lfc":
+            yield gs, _lfc_draws(comp, gs)
+        else:
+            yield gs, _lvr_draws(comp, gs)
+
+
+def mean_expression(comp: Comparison) -> np.ndarray:
+    """Posterior mean of (mu_A + mu_B) / 2 per gene (pairs weighted): the x axis of an MA plot, and the
+    quantity --min-mean masks on (in the fits' units: mean count per cell)."""
+    return _weighted(comp, lambda a, b, s: 0.5 * (a.mu[:, s] + b.mu[:, s]), slice(None)).mean(axis=0)
+
+
+def run_de(comp: Comparison, *, effect: str = DEFAULT_EFFECT, ci: float = DEFAULT_CI, tau: float = DEFAULT_TAU,
+           target: float = DEFAULT_TARGET, samples_per_draw: int = 1, seed: int = 0, shrink: str = DEFAULT_SHRINK,
+           min_mean: float = 0.0, gene_sets: dict[str, list[str]] | None = None) -> DEResult:
+    """Every effect's evidence and PEFP calls per gene; ``called`` and ``rank`` follow ``effect``.
+
+    ``shrink`` ("npmle" or "ash") replaces each effect's evidence by its empirical-Bayes posterior (ash.py)
+    from the per-gene posterior mean and sd; "none" keeps each gene's own posterior. Genes whose mean expression is below ``min_mean`` are reported but never
+    called (``masked``), and are left out of the shrinkage fit. ``gene_sets`` (name -> genes): per set, the
+    posterior of the mean of ``effect`` over the set's genes, with its evidence and PEFP calls across sets."""
+    from . import ash
+
     check_settings(ci=ci, tau=tau, target=target, samples_per_draw=samples_per_draw, seed=seed)
+    if effect not in EFFECTS:
+        raise UserInputError(f"unknown effect {effect!r}; use one of {', '.join(EFFECTS)}")
+    if shrink not in SHRINK:
+        raise UserInputError(f"unknown shrinkage {shrink!r}; use one of {', '.join(SHRINK)}")
+    if not (min_mean >= 0 and math.isfinite(min_mean)):
+        raise UserInputError(f"--min-mean {min_mean} is negative; pass a mean count per cell >= 0 such as 0.1")
     G = comp.n_genes
-    cols = {k: np.empty(G) for k in ("mean_clr_diff", "sd_clr_diff", "ci_low", "ci_high", "prob_positive",
-                                     "prob_effect", "lfsr", "lfsr_tau", "lfc_mean", "lfc_sd", "lvr_mean", "lvr_sd")}
-    for gs, delta in delta_blocks(comp, seed=seed, samples_per_draw=samples_per_draw):
-        for key, val in gene_evidence(delta, ci=ci, tau=tau).items():
-            cols[key][gs] = val
-        lf = sum(w * lfc(a.mu[:, gs], b.mu[:, gs]) for w, (a, b) in zip(comp.weights, comp.pairs))
-        lv = sum(w * lvr(a.mu[:, gs], a.r[:, gs], b.mu[:, gs], b.r[:, gs]) for w, (a, b) in zip(comp.weights, comp.pairs))
-        ddof = 1 if comp.n_draws > 1 else 0
-        cols["lfc_mean"][gs], cols["lfc_sd"][gs] = lf.mean(axis=0), lf.std(axis=0, ddof=ddof)
-        cols["lvr_mean"][gs], cols["lvr_sd"][gs] = lv.mean(axis=0), lv.std(axis=0, ddof=ddof)
-    order = table_order(cols["lfsr_tau"], cols["mean_clr_diff"])
-    called = pefp_calls(cols["lfsr_tau"], target, order)
+    expr = mean_expression(comp)
+    masked = expr < min_mean
+    membership, set_names, notes = (None, [], []) if gene_sets is None else set_membership(gene_sets, comp.genes)
+    cols: dict[str, np.ndarray] = {"mean_expr": expr, "masked": masked}
+    set_table = None
+    for eff in EFFECTS:
+        ev = {f: np.empty(G) for f in FIELDS[:7]}
+        legacy_effect = np.empty(G)
+        set_draws = None
+        for gs, draws in effect_blocks(comp, eff, seed=seed, samples_per_draw=samples_per_draw):
+            full = gene_evidence(draws, ci=ci, tau=tau)
+            for f, val in _generic(full).items():
+                ev[f][gs] = val
+            legacy_effect[gs] = full["prob_effect"]
+            if membership is not None and eff == effect:
+                part = draws @ membership[gs]
+                set_draws = part if set_draws is None else set_draws + part
+        if shrink != "none":
+            ev = ash.shrink(ev["mean"], ev["sd"], ci=ci, tau=tau, fit_mask=~masked, family=shrink)
+            legacy_effect = 1.0 - ev["lfsr_tau"]
+        ev["called"] = pefp_calls(np.where(masked, np.inf, ev["lfsr_tau"]), target,
+                                  table_order(ev["lfsr_tau"], ev["mean"], masked))
+        for f, val in ev.items():
+            cols[column(eff, f)] = val
+        if eff == "clr-draws":
+            cols["prob_effect"] = legacy_effect
+        if set_draws is not None:
+            set_table = set_evidence(set_draws, set_names, membership, ci=ci, tau=tau, target=target)
+    order = table_order(cols[column(effect, "lfsr_tau")], cols[column(effect, "mean")], masked)
     rank = np.empty(G, dtype=int)
     rank[order] = np.arange(1, G + 1)
-    table = pd.DataFrame({"gene": comp.genes, **cols, "called": called, "rank": rank})
-    return table[COLUMNS].iloc[order].reset_index(drop=True)
+    table = pd.DataFrame({"gene": comp.genes, **cols, "called": cols[column(effect, "called")], "rank": rank})
+    table = table[COLUMNS].iloc[order].reset_index(drop=True)
+    return DEResult(table, set_table, notes)
+
+
+def de_table(comp: Comparison, *, ci: float = DEFAULT_CI, tau: float = DEFAULT_TAU, target: float = DEFAULT_TARGET,
+             samples_per_draw: int = 1, seed: int = 0, effect: str = DEFAULT_EFFECT, **kwargs) -> pd.DataFrame:
+    """The DE table of de.md (one row per gene, sorted, ranked, PEFP calls on ``effect``), every effect's columns."""
+    return run_de(comp, effect=effect, ci=ci, tau=tau, target=target, samples_per_draw=samples_per_draw,
+                  seed=seed, **kwargs).table
+
+
+# --- gene sets -------------------------------------------------------------------------------------------------
+
+def read_gmt(path) -> dict[str, list[str]]:
+    """A GMT file: one set per line, ``name <TAB> description <TAB> gene <TAB> gene ...``."""
+    sets: dict[str, list[str]] = {}
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read the gene sets {path}: {exc}; pass a GMT text file") from None
+    for i, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.rstrip("\r\n").split("\t")
+        if len(parts) < 3:
+            raise UserInputError(f"{path} line {i} has {len(parts)} tab-separated field(s); a GMT line is "
+                                 "name, description, then the genes, separated by tabs")
+        if parts[0] in sets:
+            raise UserInputError(f"{path} line {i} repeats the set name {parts[0]!r}; give each set a unique name")
+        sets[parts[0]] = [g.strip() for g in parts[2:] if g.strip()]
+    if not sets:
+        raise UserInputError(f"{path} holds no gene sets; a GMT line is name, description, then the genes (tabs)")
+    return sets
+
+
+def set_membership(gene_sets: dict[str, list[str]], genes: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """(genes x sets) averaging weights 1 / size over the set's genes present in the fit, the kept set names, and
+    notes on sets left out (no gene of the fit)."""
+    index = {g: i for i, g in enumerate(genes)}
+    cols, names, empty = [], [], []
+    for name, members in gene_sets.items():
+        idx = sorted({index[g] for g in members if g in index})
+        if not idx:
+            empty.append(name)
+            continue
+        col = np.zeros(len(genes))
+        col[idx] = 1.0 / len(idx)
+        cols.append(col)
+        names.append(name)
+    if not names:
+        raise UserInputError("no gene set shares a gene with the fit; the GMT must use the fit's gene names "
+                             f"(e.g. {genes[0]!r})")
+    notes = [f"{len(empty)} gene set(s) share no gene with the fit and are left out (e.g. {empty[0]!r})"] if empty else []
+    return np.column_stack(cols), names, notes
+
+
+def set_evidence(draws: np.ndarray, names: list[str], membership: np.ndarray, *, ci: float, tau: float,
+                 target: float) -> pd.DataFrame:
+    """Per set: evidence of the set's mean effect (draws: N x sets) and PEFP calls across sets."""
+    ev = _generic(gene_evidence(draws, ci=ci, tau=tau))
+    order = table_order(ev["lfsr_tau"], ev["mean"])
+    called = pefp_calls(ev["lfsr_tau"], target, order)
+    table = pd.DataFrame({"set": names, "genes_in_fit": (membership > 0).sum(axis=0), **ev, "called": called})
+    return table.iloc[order].reset_index(drop=True)
 
 
 def check_settings(*, ci: float, tau: float, target: float, samples_per_draw: int, seed: int) -> None:
@@ -411,18 +585,23 @@ def check_settings(*, ci: float, tau: float, target: float, samples_per_draw: in
         raise UserInputError("--seed must be 0 or more")
 
 
-def summary(table: pd.DataFrame, n_top: int = 10) -> dict:
+def summary(table: pd.DataFrame, effect: str = DEFAULT_EFFECT, n_top: int = 10) -> dict:
     """Counts and the top genes of a DE table, for the CLI's JSON."""
+    mean = column(effect, "mean")
     called = table[table["called"]]
     top = (called if len(called) else table).head(n_top)
     return {
         "genes": int(len(table)),
+        "effect": effect,
         "called": int(len(called)),
-        "called_up": int((called["mean_clr_diff"] > 0).sum()),
-        "called_down": int((called["mean_clr_diff"] < 0).sum()),
-        "top": [{"gene": row.gene, "mean_clr_diff": round(float(row.mean_clr_diff), 4),
-                 "lfc_mean": round(float(row.lfc_mean), 4), "lfsr_tau": round(float(row.lfsr_tau), 4),
-                 "called": bool(row.called)} for row in top.itertuples()],
+        "called_up": int((called[mean] > 0).sum()),
+        "called_down": int((called[mean] < 0).sum()),
+        "masked": int(table["masked"].sum()),
+        "called_by_effect": {e: int(table[column(e, "called")].sum()) for e in EFFECTS},
+        "top": [{"gene": row["gene"], "effect": round(float(row[mean]), 4),
+                 "lfsr_tau": round(float(row[column(effect, "lfsr_tau")]), 4),
+                 "lfc_mean": round(float(row["lfc_mean"]), 4), "called": bool(row["called"])}
+                for _, row in top.iterrows()],
     }
 
 
