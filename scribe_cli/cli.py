@@ -436,6 +436,12 @@ from .cli_de import de  # noqa: E402  (its own module: the command is long; regi
 
 main.add_command(de)
 
+from .cli_compare import compare  # noqa: E402
+from .cli_sweep import sweep  # noqa: E402
+
+main.add_command(compare)
+main.add_command(sweep)
+
 
 if __name__ == "__main__":
     main()
