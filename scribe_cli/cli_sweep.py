@@ -80,7 +80,7 @@ def sweep(grid, inputs, cluster, output_dir, workers, threads_per_chain, retries
             report = {"fits": [{"input": str(t.input), "output": str(t.output), "skipped": t.skipped, "config": t.varied}
                                for t in tasks]}
             if cluster != "local":
-                cl = sw.make_cluster(cluster, cluster_settings, workers, threads)
+                cl = sw.make_cluster(cluster, cluster_settings, workers, threads, scale=False)
                 report["job_script"] = cl.job_script()
             click.echo(json.dumps(report, default=str))
             return

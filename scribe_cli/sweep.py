@@ -59,7 +59,8 @@ class Task:
 
     def argv(self) -> list[str]:
         """`scribe run` command line of this task."""
-        args = [sys.executable, "-m", "scribe_cli.cli", "run", str(self.input), "-o", str(self.output), "--overwrite",
+        # absolute paths: a batch job's worker may start in another directory
+        args = [sys.executable, "-m", "scribe_cli.cli", "run", str(self.input.resolve()), "-o", str(self.output.resolve()), "--overwrite",
                 "--quiet", "--format", "json"]
         for name, value in self.options.items():
             flag = "--" + name.replace("_", "-")
@@ -94,11 +95,13 @@ def read_grid(path: Path) -> tuple[dict, dict, dict]:
 
 
 def run_defaults() -> dict:
-    """Every `scribe run` option with its default (the click command is the one definition of them)."""
+    """Every `scribe run` option with its default (the click command is the one definition of them): the
+    parameters click resolves for a command line without options."""
     from .cli import run
 
-    return {p.name: (list(p.default) if isinstance(p.default, tuple) else p.default)
-            for p in run.params if p.name not in _NOT_IN_GRID}
+    with run.make_context("run", [], resilient_parsing=True) as ctx:
+        params = dict(ctx.params)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k not in _NOT_IN_GRID}
 
 
 def expand(grid: dict, inputs: list[Path], defaults: dict | None = None) -> list[Task]:
@@ -225,7 +228,7 @@ def run_task(argv: list[str], sidecar: str, key: str) -> dict:
     if proc.returncode < 0 or proc.returncode in (130, 143):
         raise FitInterrupted(f"scribe run was stopped (exit {proc.returncode}); retrying")
     record = {"key": key, "wall_s": round(wall, 2), "exit_code": proc.returncode}
-    if proc.returncode == 0:
+    if proc.returncode in (0, 3):  # 3: written, but the diagnostics failed under --strict (the verdict says so)
         record.update(status="ok", **json.loads(proc.stdout.strip().splitlines()[-1]))
         from .atomic import atomic_write
 
@@ -235,10 +238,10 @@ def run_task(argv: list[str], sidecar: str, key: str) -> dict:
     return record
 
 
-def make_cluster(kind: str, settings: dict, workers: int | None, threads_per_chain: int):
+def make_cluster(kind: str, settings: dict, workers: int | None, threads_per_chain: int, scale: bool = True):
     """A Dask cluster: LocalCluster (one single-threaded worker process per `threads_per_chain` cores, as each fit
     runs its chains one after the other unless the grid sets parallel_chains) or a dask-jobqueue cluster built from
-    the TOML's [cluster] table (its ``jobs`` key: how many batch jobs to start)."""
+    the TOML's [cluster] table (its ``jobs`` key: how many batch jobs to start; ``scale=False`` starts none)."""
     settings = dict(settings)
     jobs = settings.pop("jobs", None)
     if kind == "local":
@@ -255,7 +258,8 @@ def make_cluster(kind: str, settings: dict, workers: int | None, threads_per_cha
     except (TypeError, ValueError) as exc:
         raise UserInputError(f"[cluster] settings for {kind} are not accepted by dask-jobqueue ({exc}); "
                              "use the keyword arguments of dask_jobqueue's cluster (cores, memory, queue, walltime, ...)") from None
-    cluster.scale(jobs=jobs or workers or 1)
+    if scale:  # submits the batch jobs (sbatch / qsub); not for --dry-run, which only prints the job script
+        cluster.scale(jobs=jobs or workers or 1)
     return cluster
 
 
