@@ -91,7 +91,7 @@ def sweep(grid, inputs, cluster, output_dir, workers, threads_per_chain, retries
 
             cl = sw.make_cluster(cluster, cluster_settings, workers, threads)
             client = Client(cl)
-            sw.run_tasks(tasks, client, retries, _progress)
+            sw.run_tasks(tasks, client, retries, _progress, claim_cores=cluster != "local" and "cores" in cluster_settings)
         rows = sw.index_rows(tasks)
         tsv, js = sw.write_index(rows, output_dir)
         comparisons = sw.compare_groups(tasks, output_dir)

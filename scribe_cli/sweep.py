@@ -252,7 +252,12 @@ def make_cluster(kind: str, settings: dict, workers: int | None, threads_per_cha
     import dask_jobqueue
 
     cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster, "sge": dask_jobqueue.SGECluster}[kind]
-    settings.setdefault("processes", 1)  # one fit per job slot: the job's cores go to the fit's chains/threads
+    # One Dask worker per job, whose `cores` are a resource each fit claims threads_per_chain of (run_tasks): a job
+    # runs cores // threads_per_chain fits at once, each running its chains one after another.
+    settings.setdefault("processes", 1)
+    cores = settings.get("cores")
+    if cores:
+        settings["worker_extra_args"] = [*settings.get("worker_extra_args", []), "--resources", f"cores={cores}"]
     try:
         cluster = cls(**settings)
     except (TypeError, ValueError) as exc:
@@ -263,14 +268,17 @@ def make_cluster(kind: str, settings: dict, workers: int | None, threads_per_cha
     return cluster
 
 
-def run_tasks(tasks: list[Task], client, retries: int, progress) -> None:
-    """Submit the pending tasks, report each as it completes (progress(text)), store results on the tasks."""
+def run_tasks(tasks: list[Task], client, retries: int, progress, claim_cores: bool = False) -> None:
+    """Submit the pending tasks, report each as it completes (progress(text)), store results on the tasks.
+    ``claim_cores``: each task claims threads_per_chain of its worker's ``cores`` resource (batch clusters)."""
     from dask.distributed import as_completed
 
     pending = [t for t in tasks if not t.skipped]
     futures = {}
     for t in pending:
-        fut = client.submit(run_task, t.argv(), str(t.sidecar), t.key, key=f"fit-{t.key}", pure=False, retries=retries)
+        resources = {"cores": int(t.options["threads_per_chain"])} if claim_cores else None
+        fut = client.submit(run_task, t.argv(), str(t.sidecar), t.key, key=f"fit-{t.key}", pure=False, retries=retries,
+                            resources=resources)
         futures[fut] = t
     done = len(tasks) - len(pending)
     for fut in as_completed(futures):

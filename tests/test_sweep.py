@@ -98,7 +98,8 @@ def test_slurm_job_script_without_a_scheduler(inputs, tmp_path):
     for line in ("#SBATCH -p short", "#SBATCH -A lab42", "#SBATCH -n 1", "#SBATCH --cpus-per-task=4",
                  "#SBATCH -t 01:30:00", "#SBATCH --constraint=avx2"):
         assert line in script, (line, script)
-    assert "distributed.cli.dask_worker" in script and "--nworkers 1" in script
+    # one worker per job; each fit claims threads_per_chain of its 4 cores
+    assert "distributed.cli.dask_worker" in script and "--nthreads 4" in script and "--resources cores=4" in script
     # The CLI prints the same script with --dry-run and lists the 16 fits
     grid = _grid(tmp_path, GRID + '\n[cluster]\nqueue = "short"\ncores = 4\nmemory = "8GB"\nwalltime = "01:30:00"\njobs = 3\n')
     res = subprocess.run([sys.executable, "-m", "scribe_cli.cli", "sweep", str(grid), *map(str, inputs), "--cluster",
