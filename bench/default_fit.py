@@ -73,13 +73,19 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="the bundled demo data only")
     ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
+    ap.add_argument("--datasets", nargs="*", help="only these datasets (names as printed)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     datasets = {"demo_pbmc_500genes": REPO / "data" / "demo_pbmc_500genes.h5ad"}
     if not args.quick and SHARED.is_dir():
-        datasets["pbmc_1k_v3_1000genes"] = subset(SHARED / "pbmc_1k_v3.h5ad", args.out / "pbmc_1k_v3_1000genes.h5ad", 1000)
-        datasets["cellbench_celseq2_500genes"] = subset(SHARED / "cellbench_3cl_celseq2.h5ad",
-                                                        args.out / "cellbench_celseq2_500genes.h5ad", 500)
+        datasets["pbmc_1k_v3_1000genes"] = args.out / "pbmc_1k_v3_1000genes.h5ad"
+        datasets["cellbench_celseq2_500genes"] = args.out / "cellbench_celseq2_500genes.h5ad"
+    if args.datasets:
+        datasets = {k: v for k, v in datasets.items() if k in args.datasets}
+    for name, src, n in (("pbmc_1k_v3_1000genes", "pbmc_1k_v3.h5ad", 1000),
+                         ("cellbench_celseq2_500genes", "cellbench_3cl_celseq2.h5ad", 500)):
+        if name in datasets:
+            subset(SHARED / src, datasets[name], n)
     rows = []
     for name, data in datasets.items():
         posts = []
