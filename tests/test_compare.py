@@ -134,7 +134,8 @@ def test_compare_by_gene(two_fits):
     table = pd.read_csv(res["table"], sep="\t", index_col="gene")
     assert len(table) == res["n_genes"] == 42 and (tmp / "nbdm.vs_zinb.genes.png").stat().st_size > 10_000
     np.testing.assert_allclose(table.elpd_diff, table.elpd_a - table.elpd_b, atol=1e-3)
-    assert (table.se > 0).all() and np.all(np.diff(table.z.values) <= 0)  # sorted by z, genes favouring A first
+    # sorted by z, genes favouring A first; SE is 0 only for a gene with the same count in every cell (all zeros)
+    assert np.all(np.diff(table.z.values) <= 0) and (table.se >= 0).all() and (table.se > 0).mean() > 0.9
     assert res["elpd_diff_total"] == pytest.approx(table.elpd_diff.sum(), rel=1e-3)
 
 
