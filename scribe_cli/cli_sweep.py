@@ -54,6 +54,8 @@ def sweep(grid, inputs, cluster, output_dir, workers, threads_per_chain, retries
     from .cli import _setup_logging, _watch_sigint
 
     _setup_logging(quiet, False)
+    import distributed  # noqa: F401  (configures its loggers on import: quieten them after that)
+
     for name in ("distributed", "tornado", "dask_jobqueue"):
         logging.getLogger(name).setLevel(logging.ERROR)  # worker restarts are reported by our own progress lines
     interrupted = _watch_sigint()
