@@ -85,8 +85,9 @@ def model_options(f):
 
 
 def default_prob_prior(parameterization: str, prob_dataset_prior: str = "none") -> str:
-    """The CLI's --prob-prior when none is given: gaussian (p per gene, pooled on the logit scale) where the
-    parameterization samples p and no dataset-level prior defines it; none otherwise (mean-disp already has a p
+    """The CLI's --prob-prior when none is given (and no `--prior p=...`, which asks for the shared p with that
+    prior): gaussian (p per gene, pooled on the logit scale) where the parameterization samples p and no
+    dataset-level prior defines it; none otherwise (mean-disp already has a p
     per gene; mean-odds samples a shared odds). Why (bench/default_fit.py, README "Choosing a model"): one p
     shared by all genes gives every gene the same variance-to-mean ratio, and on droplet data its posterior gene
     means sit well above the observed ones. ModelConfig's own default stays the spec's shared p."""
@@ -109,7 +110,8 @@ def model_config_from_options(**kw) -> ModelConfig:
         if names.count(name) > 1:
             raise UserInputError(f"--prior {name} is given {names.count(name)} times; give each base prior once")
     if kw.get("prob_prior") is None:  # the default: a gene-specific p wherever the parameterization samples p
-        kw["prob_prior"] = default_prob_prior(kw.get("parameterization", "canonical"), kw.get("prob_dataset_prior", "none"))
+        kw["prob_prior"] = "none" if "p" in names else \
+            default_prob_prior(kw.get("parameterization", "canonical"), kw.get("prob_dataset_prior", "none"))
     if kw.get("overdispersion_prior") is None:
         kw["overdispersion_prior"] = "horseshoe" if kw.get("bnb") else "none"
     unknown = set(kw) - set(MODEL_OPTION_NAMES)
