@@ -446,9 +446,13 @@ from .cli_de import de  # noqa: E402  (its own module: the command is long; regi
 main.add_command(de)
 
 from .cli_anndata import denoise, export  # noqa: E402  (results back into AnnData: docs/denoise.md)
+from .cli_compare import compare  # noqa: E402
+from .cli_sweep import sweep  # noqa: E402
 
 main.add_command(denoise)
 main.add_command(export)
+main.add_command(compare)
+main.add_command(sweep)
 
 
 if __name__ == "__main__":

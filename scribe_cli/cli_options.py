@@ -34,8 +34,10 @@ MODEL_OPTIONS = [
                  help="Beta-negative-binomial tails (mean-preserving; excess dispersion shrunk by --overdispersion-prior)."),
     click.option("--unconstrained", is_flag=True,
                  help="Base priors as normals on the link scale (logit / softplus) instead of natural-domain priors."),
-    click.option("--prob-prior", type=_FAMILY, default="none", show_default=True,
-                 help="Hierarchical prior on logit p_g (gene-specific p); needs canonical or mean-prob."),
+    click.option("--prob-prior", type=_FAMILY, default=None,
+                 help="Hierarchical prior on logit p_g (gene-specific p); needs canonical or mean-prob. Default: gaussian "
+                      "with canonical / mean-prob (one p shared by all genes misfits droplet data; its scale prob_sigma "
+                      "says whether one p would have done), none otherwise; `--prob-prior none` is the shared-p model."),
     click.option("--expression-prior", type=_FAMILY, default="none", show_default=True,
                  help="Hierarchical prior pooling each gene's log mean (log r under canonical) across components; needs K >= 2."),
     click.option("--gate-prior", type=_FAMILY, default="none", show_default=True,
@@ -96,11 +98,23 @@ def model_options(f):
     return f
 
 
+def default_prob_prior(parameterization: str, prob_dataset_prior: str = "none") -> str:
+    """The CLI's --prob-prior when none is given (and no `--prior p=...`, which asks for the shared p with that
+    prior): gaussian (p per gene, pooled on the logit scale) where the parameterization samples p and no
+    dataset-level prior defines it; none otherwise (mean-disp already has a p
+    per gene; mean-odds samples a shared odds). Why (bench/default_fit.py, README "Choosing a model"): one p
+    shared by all genes gives every gene the same variance-to-mean ratio, and on droplet data its posterior gene
+    means sit well above the observed ones. ModelConfig's own default stays the spec's shared p."""
+    if parameterization in ("canonical", "mean-prob") and prob_dataset_prior == "none":
+        return "gaussian"
+    return "none"
+
+
 def model_config_from_options(**kw) -> ModelConfig:
     """Validated ModelConfig from model_options' keyword arguments (UserInputError, exit 2, when invalid).
 
     Without --overdispersion-prior, --bnb means the horseshoe (priors.md); an explicit `none` with --bnb
-    is refused by the rules.
+    is refused by the rules. Without --prob-prior, see default_prob_prior.
     """
     kw = dict(kw)
     unconstrained = bool(kw.get("unconstrained", False))
@@ -109,6 +123,9 @@ def model_config_from_options(**kw) -> ModelConfig:
     for name in names:
         if names.count(name) > 1:
             raise UserInputError(f"--prior {name} is given {names.count(name)} times; give each base prior once")
+    if kw.get("prob_prior") is None:  # the default: a gene-specific p wherever the parameterization samples p
+        kw["prob_prior"] = "none" if "p" in names else \
+            default_prob_prior(kw.get("parameterization", "canonical"), kw.get("prob_dataset_prior", "none"))
     if kw.get("overdispersion_prior") is None:
         kw["overdispersion_prior"] = "horseshoe" if kw.get("bnb") else "none"
     unknown = set(kw) - set(MODEL_OPTION_NAMES)

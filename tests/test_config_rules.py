@@ -195,3 +195,19 @@ def test_cli_invalid_combination_exits_2(args, fragment):
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("scribe: error:") and fragment in lines[0], lines
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args, header", [
+    ([], "--parameterization canonical --prob-prior gaussian"),  # issue 14: a p per gene by default
+    (["--parameterization", "mean-prob"], "--parameterization mean-prob --prob-prior gaussian"),
+    (["--prob-prior", "none"], "--parameterization canonical"),  # the seed's shared p, one flag away
+    (["--prior", "p=beta(2,2)"], "--parameterization canonical"),  # a prior for the shared p asks for it
+    (["--parameterization", "mean-disp"], "--parameterization mean-disp"),  # p per gene already, no prob prior
+    (["--dataset-key", "b", "--prob-dataset-prior", "gaussian"], "--parameterization canonical --dataset-key"),
+])
+def test_cli_default_prob_prior(args, header):
+    result = CliRunner().invoke(main, ["render", *args])
+    assert result.exit_code == 0, result.output
+    line = result.stdout.splitlines()[2]
+    assert line.startswith(f"//   --model nbdm {header}"), line
+    assert ("--prob-prior gaussian" in line) == ("--prob-prior gaussian" in header), line
