@@ -29,7 +29,9 @@ from scribe_cli.errors import UserInputError
 from scribe_cli.fit import RunOptions, run_method
 from scribe_cli.idata import to_inference_data
 from scribe_cli.param_count import unconstrained_size
-from scribe_cli.render import render, stan_data, variable_dims
+from scribe_cli.idata import variable_dims
+from scribe_cli.render import render
+from scribe_cli.standata import stan_data
 
 
 def simulate(cells: int, genes: int, seed: int):

@@ -40,7 +40,9 @@ from scribe_cli.data import read_counts
 from scribe_cli.diagnostics import convergence
 from scribe_cli.fit import RunOptions, run_method
 from scribe_cli.idata import posterior_arrays, to_inference_data
-from scribe_cli.render import render, stan_data, variable_dims
+from scribe_cli.idata import variable_dims
+from scribe_cli.render import render
+from scribe_cli.standata import stan_data
 
 # (label, method, paths, Stan arguments over fit.py's defaults)
 SETTINGS = [

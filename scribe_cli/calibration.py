@@ -30,7 +30,9 @@ from .diagnostics import convergence
 from .fit import RunOptions, run_method
 from .idata import to_inference_data
 from .pipeline import _sample_prior
-from .render import render, stan_data, variable_dims
+from .idata import variable_dims
+from .render import render
+from .standata import stan_data
 from .reports.ppc import draw_parameters, simulate_counts
 
 # Sampled coordinates that are monotone one-to-one transforms of a reported variable (tau_u -> tau,

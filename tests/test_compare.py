@@ -20,7 +20,8 @@ from helpers import scribe, small_counts
 from scribe_cli.config import ModelConfig, validate
 from scribe_cli.data import Counts
 from scribe_cli.pointwise import cell_loglik, gene_elpd_difference, iter_blocks, posterior_draws
-from scribe_cli.render import render, variable_dims
+from scribe_cli.idata import variable_dims
+from scribe_cli.render import render
 from scribe_cli.standata import stan_data
 
 # Configurations of test_output_groups.CASES (cached programs) covering NB, zero inflation, a mixture, capture and BNB.
