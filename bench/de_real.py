@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--lines", nargs=2, default=["H1975", "H2228"], help="the two cell lines compared")
     ap.add_argument("--null-line", default="H1975", help="the cell line split at random")
     ap.add_argument("--splits", type=int, default=1, help="random splits per protocol")
+    ap.add_argument("--null-protocols", nargs="+", help="protocols whose --null-line is split [default: all]")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--method", default="nuts")
     ap.add_argument("--chains", type=int, default=2)
@@ -119,7 +120,9 @@ def main() -> None:
             groups = {f"{prot}_{line}": X[in_prot & (obs["cell_line"] == line).to_numpy()] for line in args.lines}
             null_cells = X[in_prot & (obs["cell_line"] == args.null_line).to_numpy()]
             for s in range(args.splits):
-                perm = rng.permutation(null_cells.shape[0])
+                perm = rng.permutation(null_cells.shape[0])  # drawn for every protocol: same splits whatever is run
+                if args.null_protocols and prot not in args.null_protocols:
+                    continue
                 half = null_cells.shape[0] // 2
                 groups[f"{prot}_split{s}_a"] = null_cells[perm[:half]]
                 groups[f"{prot}_split{s}_b"] = null_cells[perm[half:]]
@@ -127,7 +130,7 @@ def main() -> None:
             a, b = (f"{prot}_{line}" for line in args.lines)
             results["between"][prot] = {**calls(posts[a], posts[b], args, prot),
                                         **welch_calls(groups[a], groups[b], genes)}
-            for s in range(args.splits):
+            for s in range(args.splits if not args.null_protocols or prot in args.null_protocols else 0):
                 a, b = f"{prot}_split{s}_a", f"{prot}_split{s}_b"
                 results["null"][f"{prot}_split{s}"] = {**calls(posts[a], posts[b], args, a),
                                                        **welch_calls(groups[a], groups[b], genes)}

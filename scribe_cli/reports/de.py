@@ -13,6 +13,10 @@ collects the per-draw centres and a second pass, gene block by gene block, regen
 and summarises them. No array larger than (draws x samples_per_draw x GENE_BLOCK) is ever built (beyond
 the posterior's own mu and r), and the result depends on the seed only, not on the memory available.
 
+Beside this cell-level effect ("clr-draws"), the population-level effects of de.md use the means alone at each
+draw: CLR(mu_A) - CLR(mu_B) ("clr-mu", the default), the LFC and the LVR; each gets the same evidence columns
+and PEFP calls, after empirical-Bayes shrinkage across genes (ash.py) unless --shrink none.
+
 Groups: two components of a mixture fit, two datasets of a joint fit (several pairs of datasets are
 averaged within each draw, after the within-pair Delta), or two separate fits paired by draw index.
 """
