@@ -174,8 +174,8 @@ def main() -> None:
                 logging.info("coverage: %d/%d cases (%.0f s)", k, len(futures), time.monotonic() - t)
     summary = summarise(args.results)
     summary["wall_seconds_last_run"] = round(time.monotonic() - t, 1)
-    if args.report_only and SUMMARY.exists():  # keep the wall time of the run that made the results
-        summary["wall_seconds_last_run"] = json.loads(SUMMARY.read_text()).get("wall_seconds_last_run")
+    if args.report_only:  # keep the wall time of the run that made the results (unknown if it was interrupted)
+        summary["wall_seconds_last_run"] = json.loads(SUMMARY.read_text()).get("wall_seconds_last_run") if SUMMARY.exists() else None
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1) + "\n"))
     import validation_doc
