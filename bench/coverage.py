@@ -17,6 +17,7 @@ coverage is nominal only where the data dominate the prior (identified quantitie
 nu_c mu_g, not each factor, and their mu and capture coverage shows the prior's pull.
 
     nice -n 15 .venv/bin/python bench/coverage.py              # 6 models x 2 sizes x 3 replicates x 3 methods
+    nice -n 15 .venv/bin/python bench/coverage.py --models bnb --sizes 50x10 --replicates 1
     .venv/bin/python bench/coverage.py --report-only
 """
 
@@ -154,6 +155,7 @@ def main() -> None:
     ap.add_argument("--models", default="all", help=f"comma-separated, from {', '.join(MODELS)}")
     ap.add_argument("--methods", default=",".join(calibration.METHODS))
     ap.add_argument("--replicates", type=int, default=3)
+    ap.add_argument("--sizes", default=",".join(f"{c}x{g}" for c, g in SIZES), help="cells x genes, comma-separated")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--report-only", action="store_true")
@@ -162,20 +164,21 @@ def main() -> None:
     logging.getLogger("cmdstanpy").setLevel(logging.ERROR)
     models = list(MODELS) if args.models == "all" else args.models.split(",")
     methods = args.methods.split(",")
+    sizes = [tuple(int(x) for x in size.split("x")) for size in args.sizes.split(",")]
     t = time.monotonic()
     if not args.report_only:
         for model in models:
             calibration.compiled_model(validate(ModelConfig(**MODELS[model])))
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = [pool.submit(run_case, m, C, G, rep, methods, str(args.results))
-                       for m in models for C, G in SIZES for rep in range(args.replicates)]
+                       for m in models for C, G in sizes for rep in range(args.replicates)]
             for k, f in enumerate(as_completed(futures), 1):
                 f.result()
                 logging.info("coverage: %d/%d cases (%.0f s)", k, len(futures), time.monotonic() - t)
     summary = summarise(args.results)
     summary["wall_seconds_last_run"] = round(time.monotonic() - t, 1)
-    if args.report_only and SUMMARY.exists():  # keep the wall time of the run that made the results
-        summary["wall_seconds_last_run"] = json.loads(SUMMARY.read_text()).get("wall_seconds_last_run")
+    if args.report_only:  # keep the wall time of the run that made the results (unknown if it was interrupted)
+        summary["wall_seconds_last_run"] = json.loads(SUMMARY.read_text()).get("wall_seconds_last_run") if SUMMARY.exists() else None
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1) + "\n"))
     import validation_doc
