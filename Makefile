@@ -32,8 +32,10 @@ demo: toolchain
 	@echo "Open the posterior with:"
 	@echo "  $(BIN)/python -c \"import arviz as az; idata = az.from_netcdf('$(DEMO_OUT)'); print(idata.posterior)\""
 
+# Two workers (pytest-xdist): compiling a Stan program is single-threaded, so two compile-bound tests
+# run side by side; the content-hash cache's lock keeps any program from compiling twice.
 test: toolchain
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: toolchain
 	$(BIN)/python bench/nbdm_speed.py
