@@ -21,7 +21,8 @@ from scribe_cli.fit import FULLRANK_MAX_PARAMS, _console_reason, check_method_si
 from scribe_cli.param_count import unconstrained_size
 from scribe_cli.render import render
 
-SIZES = dict(G=1500, C=1000, D=2, K=3)
+# gate_n_centred: how many genes a gate hierarchy samples centred (data; any split has G parameters)
+SIZES = dict(G=1500, C=1000, D=2, K=3, gate_n_centred=100)
 
 
 def test_min_distinct_threshold():
@@ -58,7 +59,8 @@ def test_parameter_count_from_the_program():
 
     G, C, D, K = SIZES["G"], SIZES["C"], SIZES["D"], SIZES["K"]
     assert count() == G + 1  # r, p
-    assert count(model="zinb", gate_prior="neg") == G + 1 + 1 + 2 * G  # r, p, gate_loc, gate_z, gate_psi_raw
+    # r, p, gate_loc, gate_z and gate_centred (G together), gate_psi_raw
+    assert count(model="zinb", gate_prior="neg") == G + 1 + 1 + 2 * G
     assert count(model="nbvcp") == G + 1 + C  # + capture
     assert count(components=K) == K * G + 1 + K  # r per component, shared p, positive_ordered weights_raw
     # unknown declarations: no count, so no refusal
@@ -144,8 +146,8 @@ def test_collapsed_pathfinder_writes_distinct_raw_draws_and_says_what_to_do(demo
 
 def test_fullrank_refused_early_on_the_command_line(demo_h5ad, tmp_path):
     out = tmp_path / "fr.nc"
-    res = scribe("run", demo_h5ad, "--model", "zinb", "--gate-prior", "neg", "--method", "advi-fullrank", "-o", out,
-                 "--quiet", check=False)
+    res = scribe("run", demo_h5ad, "--model", "zinb", "--gate-prior", "neg", "--prob-prior", "none", "--method",
+                 "advi-fullrank", "-o", out, "--quiet", check=False)
     assert res.returncode == 2 and not out.exists()
     assert res.stderr.startswith("scribe: error: --method advi-fullrank cannot fit 1,502 parameters")
     assert len(res.stderr.strip().splitlines()) == 1
