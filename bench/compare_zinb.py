@@ -79,7 +79,7 @@ def main() -> None:
                      args.draws, "--seed", args.seed, "-o", posts[name])
         print(json.dumps({"fit": name, "timings": res["timings"], "diagnostics": res["diagnostics"]}), flush=True)
 
-    genes = scribe("compare", posts["zinb"], posts["nb"], "--by", "gene", "-o", args.out / "zinb_vs_nb.genes", "--overwrite")
+    genes = scribe("compare", posts["zinb"], posts["nb"], "--by", "gene", "--draws", 200, "-o", args.out / "zinb_vs_nb.genes", "--overwrite")
     table = pd.read_csv(genes["table"], sep="\t", index_col="gene")
     truth = table.index.str.endswith("_zi")
     u = mannwhitneyu(table.z[truth], table.z[~truth]).statistic
