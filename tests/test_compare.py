@@ -126,7 +126,9 @@ def test_compare_without_log_lik_uses_numpy(two_fits):
     res = json.loads(scribe("compare", tmp / "nbdm.nc", tmp / "nbdm_nolog.nc", "-o", tmp / "self").stdout)
     assert res["log_lik_from"] == {"nbdm": "stan", "nbdm_nolog": "numpy"}
     elpd = [f["elpd_loo"] for f in res["fits"].values()]
-    assert elpd[0] == pytest.approx(elpd[1], rel=1e-8)
+    # Stan writes its draws (log_lik, and the r and p numpy starts from) to 6 significant figures: each per-cell
+    # value carries a relative rounding error up to 5e-6, so the two sums agree to about that, not to 1e-8.
+    assert elpd[0] == pytest.approx(elpd[1], rel=1e-5)
 
 
 def test_compare_by_gene(two_fits):
