@@ -24,7 +24,7 @@ tail probabilities and quantiles computed exactly (quantiles by bisection of the
 from __future__ import annotations
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 NULL_PENALTY = 10.0  # ashr's default prior weight on the null component (nullweight = 10)
 EM_ITER = 500
