@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from scribe_cli.errors import UserInputError
-from scribe_cli.sweep import Task, assign_outputs, expand, make_cluster
+from scribe_cli.sweep import assign_outputs, expand, make_cluster
 
 GRID = """
 model = "nbdm"
