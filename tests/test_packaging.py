@@ -88,7 +88,7 @@ def test_installed_scribe_renders_and_fits_outside_the_tree(installed, toolchain
     from scribe_cli.render import render
 
     # the installed templates render the very program the checkout renders (so they share compiled models)
-    assert scribe("render", "--model", "nbdm").stdout.strip() == render(validate(ModelConfig(model="nbdm"))).strip()
+    assert scribe("render", "--model", "nbdm", "--prob-prior", "none").stdout.strip() == render(validate(ModelConfig(model="nbdm"))).strip()
     scribe("doctor", "--build")  # the shared cache's toolchain (same driver sources): found, not rebuilt
     out = tmp_path / "post.nc"
     scribe("run", DEMO, "--model", "nbdm", "--method", "optimize", "--seed", "1", "-o", out)
