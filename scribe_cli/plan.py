@@ -117,3 +117,10 @@ def times_shape(x: str, x_shape: str, f: str, f_shape: str) -> str:
 def lift_shape(name: str, shape: str, to: str) -> str:
     """``name`` as an operand of type ``to``: itself, or broadcast to genes x datasets."""
     return name if shape == to else as_gd(name, shape)
+
+
+def splits_nonzero_terms(config: ModelConfig) -> bool:
+    """capture_cells with NB or ZINB counts and no mixture sums the (gene, count)-only parts of its non-zero
+    terms from the pair statistics (capture_cells.stan.j2, nonzero_gene_terms): the program then needs the
+    pairs, their rising-factorial table and the library sizes too."""
+    return likelihood_form(config) == "capture_cells" and not config.mixture and not config.bnb

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from .centring import gate_split_data
 from .config import ModelConfig
-from .plan import likelihood_form
+from .plan import likelihood_form, splits_nonzero_terms
 
 
 @dataclass
@@ -159,9 +159,7 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         data["K"] = int(config.components)
     if cell_dataset is not None:
         data.update(D=int(cell_dataset.max()) + 1, cell_dataset=cell_dataset + 1)
-    # capture_cells without mixtures or BNB takes the (gene, count)-only parts of its non-zero terms from
-    # the pairs (capture_cells.stan.j2, nonzero_gene_terms)
-    split_nonzero = form == "capture_cells" and not config.mixture and not config.bnb
+    split_nonzero = splits_nonzero_terms(config)
     if form != "capture_cells" or split_nonzero:
         data.update(J=stats.n_pairs, pair_gene=stats.pair_gene, pair_count=stats.pair_count,
                     pair_weight=stats.pair_weight.astype(float))
