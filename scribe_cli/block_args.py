@@ -6,7 +6,7 @@ blocks.py's job; the text is render.py's.
 from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
-from .plan import GD, Plan, as_gd, lift_shape, splits_nonzero_terms, times_shape
+from .plan import GD, Plan, as_gd, lift_shape, native_capture_terms, splits_nonzero_terms, times_shape
 
 # Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
 # population centre (None: expression has one centre per gene, with the base prior), the Gaussian s_raw prior.
@@ -227,6 +227,7 @@ def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: 
         "mix": pl.mix,
         "pairs": pl.form in ("pairs", "pairs_mixture"),
         "split_nonzero": splits_nonzero_terms(config),
+        "native": native_capture_terms(config),
         "obs": pl.obs,
         "log_p": log_p,
         "log1m_p": log1m_p,

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from .errors import ScribeError, UserInputError
 from .locking import file_lock
+from .resources import NATIVE_SRC
 from .toolchain import cache_dir, toolchain_id, use_toolchain
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,19 @@ log = logging.getLogger(__name__)
 # One set of C++ options for every model: our driver is always built threaded (reduce_sum and
 # parallel chains need it), so STAN_THREADS is part of the key only to keep real-CmdStan builds honest.
 CPP_OPTIONS = {"STAN_THREADS": "true"}
+
+# Functions a rendered program may declare without a body, and the header under stan/cpp/ that defines them
+# (stanc --allow-undefined, USER_HEADER: how CmdStan takes external C++, so a real CmdStan builds them too).
+NATIVE_FUNCTIONS = {"capture_nb_cells_sum": "capture_cells.hpp", "capture_zinb_cells_sum": "capture_cells.hpp"}
+
+
+def native_header(program: str) -> Path | None:
+    """The C++ header a program needs, or None. A declaration is `real name(...);`: the name followed
+    by its argument list and a semicolon, never a body."""
+    headers = {h for name, h in NATIVE_FUNCTIONS.items() if re.search(rf"\breal {name}\([^{{}};]*\);", program)}
+    if len(headers) > 1:
+        raise ScribeError(f"a program needs more than one native header ({sorted(headers)}); combine them")
+    return NATIVE_SRC / headers.pop() if headers else None
 
 
 @dataclass
@@ -45,8 +60,9 @@ def models_dir() -> Path:
 
 def program_key(program: str, cpp_options: dict | None = None) -> str:
     opts = json.dumps(cpp_options or CPP_OPTIONS, sort_keys=True)
+    header = native_header(program)
     h = hashlib.sha256()
-    for part in (toolchain_id(), opts, program):
+    for part in (toolchain_id(), opts, program, header.read_text() if header else ""):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:20]
@@ -58,8 +74,9 @@ def check_program(program: str) -> None:
     with tempfile.TemporaryDirectory(prefix="scribe-stanc-") as tmp:
         src = Path(tmp) / "check.stan"
         src.write_text(program)
+        undefined = ["--allow-undefined"] if native_header(program) else []
         res = subprocess.run(
-            [str(tc / "bin" / "stanc"), "--o", str(Path(tmp) / "check.hpp"), str(src)],
+            [str(tc / "bin" / "stanc"), *undefined, "--o", str(Path(tmp) / "check.hpp"), str(src)],
             capture_output=True, text=True,
         )
     if res.returncode != 0:
@@ -90,8 +107,13 @@ def compile_program(program: str, name: str = "model", cpp_options: dict | None 
         try:
             stan_file = tmp / f"{name}.stan"
             stan_file.write_text(program)
+            header = native_header(program)
+            extra = {}
+            if header is not None:  # the entry keeps the C++ it was built from beside the program
+                extra["user_header"] = str(shutil.copy(header, tmp / header.name))
             try:
-                cmdstanpy.CmdStanModel(stan_file=str(stan_file), cpp_options=cpp_options or CPP_OPTIONS)
+                # a copy: cmdstanpy writes USER_HEADER into the dict it is given
+                cmdstanpy.CmdStanModel(stan_file=str(stan_file), cpp_options=dict(cpp_options or CPP_OPTIONS), **extra)
             except (ValueError, RuntimeError) as exc:
                 raise ScribeError(f"compiling the Stan program failed: {_first_error(str(exc))}") from exc
             (tmp / ".complete").write_text(json.dumps({"name": name, "toolchain": toolchain_id()}) + "\n")

@@ -73,6 +73,10 @@ MODEL_OPTIONS = [
                       "or mean-disp."),
     click.option("--mean-anchor-sd", type=float, default=0.3, show_default=True,
                  help="Width of the mean anchor on the log scale (data: no recompile)."),
+    click.option("--native-gradients/--stan-gradients", default=True, show_default=True,
+                 help="VCP models with a per-gene p or a gate: compute their O(cells x genes) terms in hand-written "
+                      "C++ with its own gradient (stan/cpp/capture_cells.hpp; several times faster), or in the "
+                      "Stan language (the reference it is tested against)."),
     click.option("--horseshoe-tau0", type=float, default=1.0, show_default=True, help="Horseshoe global scale tau ~ HalfCauchy(tau0)."),
     click.option("--slab-df", type=float, default=4.0, show_default=True, help="Horseshoe slab degrees of freedom."),
     click.option("--slab-scale", type=float, default=2.0, show_default=True, help="Horseshoe slab scale."),
@@ -87,7 +91,7 @@ MODEL_OPTION_NAMES = ("model", "parameterization", "components", "assignments", 
                       "expression_prior", "gate_prior", "overdispersion_prior", "dataset_key",
                       "expression_dataset_prior", "prob_dataset_prior", "prob_dataset_mode",
                       "zero_inflation_dataset_prior", "overdispersion_dataset_prior", "organism", "total_mrna",
-                      "total_mrna_sd", "mean_anchor", "mean_anchor_sd", "horseshoe_tau0", "slab_df",
+                      "total_mrna_sd", "mean_anchor", "mean_anchor_sd", "native_gradients", "horseshoe_tau0", "slab_df",
                       "slab_scale", "neg_u", "neg_a", "neg_tau", "priors")
 
 

@@ -89,6 +89,10 @@ class ModelConfig:
     # Mean anchoring (VCP models): log mu_g ~ Normal(log((ubar_g + eps) / nubar), mean_anchor_sd).
     mean_anchor: bool = False
     mean_anchor_sd: float = 0.3
+    # The O(cells x genes) terms of the capture models with a per-gene p or a gate in hand-written C++
+    # (stan/cpp/capture_cells.hpp, value and gradient) rather than in the Stan language; False renders the
+    # Stan-language reference they are tested against.
+    native_gradients: bool = True
     priors: tuple = field(default_factory=tuple)  # ((name, dist, (a, b)), ...) overrides
 
     @property

@@ -124,3 +124,10 @@ def splits_nonzero_terms(config: ModelConfig) -> bool:
     terms from the pair statistics (capture_cells.stan.j2, nonzero_gene_terms): the program then needs the
     pairs, their rising-factorial table and the library sizes too."""
     return likelihood_form(config) == "capture_cells" and not config.mixture and not config.bnb
+
+
+def native_capture_terms(config: ModelConfig) -> bool:
+    """The split capture_cells terms call the hand-written C++ of stan/cpp/capture_cells.hpp (one autodiff
+    node per reduce_sum slice instead of several per (cell, gene)) unless the config asks for the
+    Stan-language reference."""
+    return splits_nonzero_terms(config) and config.native_gradients

@@ -1,4 +1,4 @@
-"""Where the Stan sources are: the Jinja templates and the C++ driver.
+"""Where the Stan sources are: the Jinja templates, the C++ driver and the C++ user functions.
 
 The top-level ``stan/`` directory of the source tree is their only copy. A wheel (or sdist) carries it
 as package data ``scribe_cli/stan`` (pyproject.toml maps it there at build time), so an installed
@@ -21,3 +21,4 @@ def stan_dir() -> Path:
 STAN_DIR = stan_dir()
 TEMPLATES = STAN_DIR / "templates"
 DRIVER_SRC = STAN_DIR / "driver"
+NATIVE_SRC = STAN_DIR / "cpp"  # C++ user functions that rendered programs may declare (USER_HEADER)

@@ -77,10 +77,14 @@ def test_invalid_combinations_are_refused():
 
 
 def _stanc(toolchain: Path, program: str, info: bool = False) -> str:
+    from scribe_cli.cache import native_header
+
+    undefined = ["--allow-undefined"] if native_header(program) else []  # C++ user functions (stan/cpp/)
     with tempfile.TemporaryDirectory(prefix="scribe-matrix-") as tmp:
         src = Path(tmp) / "m.stan"
         src.write_text(program)
-        cmd = [str(toolchain / "bin" / "stanc"), str(src)] + (["--info"] if info else ["--o", str(Path(tmp) / "m.hpp")])
+        cmd = [str(toolchain / "bin" / "stanc"), *undefined, str(src)]
+        cmd += ["--info"] if info else ["--o", str(Path(tmp) / "m.hpp")]
         res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise AssertionError(res.stderr or res.stdout)
