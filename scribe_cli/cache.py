@@ -34,7 +34,8 @@ CPP_OPTIONS = {"STAN_THREADS": "true"}
 
 # Functions a rendered program may declare without a body, and the header under stan/cpp/ that defines them
 # (stanc --allow-undefined, USER_HEADER: how CmdStan takes external C++, so a real CmdStan builds them too).
-NATIVE_FUNCTIONS = {"capture_nb_cells_sum": "capture_cells.hpp", "capture_zinb_cells_sum": "capture_cells.hpp"}
+NATIVE_FUNCTIONS = {f"capture_{kind}_{part}_terms": "capture_cells.hpp" for kind in ("nb", "zinb")
+                    for part in ("zero", "nonzero")}
 
 
 def native_header(program: str) -> Path | None:

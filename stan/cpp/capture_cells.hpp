@@ -1,111 +1,277 @@
 // Hand-written value and gradient of the per-cell likelihood terms of the variable-capture models with a
-// gene-specific p or zero inflation (stan/templates/likelihoods/capture_cells.stan.j2, the split form).
+// gene-specific p or zero inflation (stan/templates/likelihoods/capture_cells.stan.j2, the native form).
 //
-// Why C++: these terms are O(cells x genes) per gradient, one log1p (and, with a gate, one log_sum_exp) per
-// (cell, gene). Written in Stan, every one of them is a handful of autodiff nodes on the tape, and the tape,
-// not the arithmetic, is what a gradient costs (bench/gradient_ab.py). Here the whole sum is one node whose
-// partial derivatives are accumulated in plain double loops. The Stan-language version stays in the
-// template as the reference these functions are tested against (tests/test_likelihoods.py), and it is what
-// runs under --no-native-gradients.
+// Why C++: written in Stan, every (cell, gene) term is a handful of autodiff nodes, and the tape, not the
+// arithmetic, is what a gradient costs; here each call is one node whose partials are accumulated in plain
+// loops. The Stan-language form stays in the template (--stan-gradients) as the reference these functions
+// are tested against (tests/test_likelihoods.py).
+//
+// The terms. For cell c of dataset d with capture nu and gene g with q = mu / r, r (and gate pi):
+//   l = log1p(nu q) = -log(1 - p_hat),  zero term f = log P(0) = -r l  (NB)
+//                                                   = log(pi + (1 - pi) exp(-r l))  (ZINB)
+//   a non-zero count u adds -(r + u) l instead (its (gene, count)-only parts are summed elsewhere, from the
+//   pair statistics), and each cell adds L_c log(nu) (L_c its total count).
+// capture_*_zero_terms sums f over every (cell, gene) as if every count were zero; capture_*_nonzero_terms
+// then swaps, for each non-zero, its zero term for its own (O(non-zeros)), inside reduce_sum.
+//
+// Why the zero terms do not cost cells x genes: for one gene, f depends on the cell only through
+// s = log(nu), smoothly (in s its singularities sit at distance pi from the real axis). So the sum over a
+// dataset's cells of f(s_c) is the sum of a Chebyshev interpolant of f on [min s, max s]: with K nodes x_k,
+//   sum_c f(s_c) ~= sum_k W_k f(x_k),  W_k = (1/K) [tau_0 + 2 sum_{j>=1} tau_j T_j(x_k)],  tau_j = sum_c T_j(t_c),
+// where t_c maps s_c to [-1, 1]. Cost: O(cells K) for the moments tau and O(genes K) for the node values,
+// instead of O(cells x genes). The gradient is the exact gradient of this sum (the capture's through the
+// derivative of the interpolant, by Chebyshev coefficients and Clenshaw's recurrence).
+// Accuracy: the last Chebyshev coefficients of each gene's node values bound its interpolation error. A gene
+// is accepted when (cells x those coefficients) <= 1e-9, its sum then exact to about that absolute error
+// (against a log density of order -1e6 and more). Genes with a sharp bend (zero inflation with a large r and a
+// small gate: f ~ max(log pi, -r l)) are tried again with 128 nodes, and the few that still fail are summed
+// cell by cell. Datasets with fewer than 64 cells are summed cell by cell.
 //
 // The functions live in the global namespace: the generated model calls them unqualified from its own
 // namespace, so they are found whatever name stanc gives the model.
-//
-// For cells start..end (1-based, as in Stan) with dataset d = cell_dataset[c], capture nu = capture[c - start + 1]
-// (the caller passes the slice) and per-gene factors q = mu / r, r (genes x datasets):
-//   l[c, g] = log1p(nu q[g, d])                  (= -log(1 - p_hat): the NB's P(0) = exp(-r l))
-//   NB:   sum_g -(r[g, d] + u[c, g]) l[c, g] + L[c] log(nu)
-//   ZINB: zeros     log_sum_exp(log_gate[g, d], log1m_gate[g, d] - r[g, d] l[c, g])
-//         non-zeros -(r[g, d] + u[c, g]) l[c, g]                        , + L[c] log(nu)
-// where u are the cell's non-zero counts (CSR: cell_start, nz_gene, nz_count) and L[c] = cell_total[c]. The
-// parts of the non-zeros that depend on (gene, count) only are summed elsewhere (nonzero_gene_terms).
 #ifndef SCRIBE_CAPTURE_CELLS_HPP
 #define SCRIBE_CAPTURE_CELLS_HPP
 
 #include <stan/math.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <ostream>
 #include <vector>
 
 namespace scribe_native {
 
-// value and (when grad) partials; zi selects the zero-inflated form. log_gate / log1m_gate are unused
-// (may be empty) without zero inflation.
-inline double capture_cells(bool zi, bool grad, int start, int end, const std::vector<int>& cell_start,
+// One zero term and its partial derivatives with respect to l, r, log gate (A) and log1m gate (B).
+struct ZeroTerm {
+  double t, l;  // nu q and log1p(nu q)
+  double f;
+  double df_dl, df_dr, df_dA, df_dB;
+};
+
+inline ZeroTerm zero_term(bool zi, double nu, double q, double r, double A, double B, double pi) {
+  ZeroTerm z;
+  z.t = nu * q;
+  z.l = std::log1p(z.t);
+  if (!zi) {
+    z.f = -r * z.l;
+    z.df_dl = -r;
+    z.df_dr = -z.l;
+    z.df_dA = z.df_dB = 0;
+    return z;
+  }
+  // log(pi + (1 - pi) P_NB(0)) on the natural scale (one exp, one log); the log scale only where both parts
+  // underflow
+  const double nb0 = std::exp(B - r * z.l);
+  const double sum = pi + nb0;
+  double w;  // the share of P(0) that the NB explains
+  if (sum > 1e-280) {
+    z.f = std::log(sum);
+    w = nb0 / sum;
+  } else {
+    const double b = B - r * z.l;
+    const double m = A > b ? A : b;
+    z.f = m + std::log1p(std::exp(-std::fabs(A - b)));
+    w = std::exp(b - z.f);
+  }
+  z.df_dA = 1.0 - w;
+  z.df_dB = w;
+  z.df_dl = -w * r;
+  z.df_dr = -w * z.l;
+  return z;
+}
+
+// The gene-level inputs (genes x datasets) and their partials.
+struct Genes {
+  bool zi;
+  const Eigen::MatrixXd& q;
+  const Eigen::MatrixXd& r;
+  const Eigen::MatrixXd& A;   // log gate (ZINB only)
+  const Eigen::MatrixXd& B;   // log1m gate
+  const Eigen::MatrixXd& pi;  // gate
+  ZeroTerm at(double nu, int g, int d) const {
+    return zi ? zero_term(true, nu, q(g, d), r(g, d), A(g, d), B(g, d), pi(g, d))
+              : zero_term(false, nu, q(g, d), r(g, d), 0, 0, 0);
+  }
+};
+
+struct Grad {
+  bool on;
+  Eigen::VectorXd capture;
+  Eigen::MatrixXd q, r, A, B;
+  // the partials of a term with derivatives df_dl, df_dr, df_dA, df_dB at (capture index i, gene g, dataset d)
+  void add(const Genes& in, int i, int g, int d, double nu, const ZeroTerm& z, double df_dl, double df_dr,
+           double df_dA, double df_dB) {
+    r(g, d) += df_dr;
+    q(g, d) += df_dl * nu / (1.0 + z.t);
+    capture[i] += df_dl * in.q(g, d) / (1.0 + z.t);
+    if (in.zi) {
+      A(g, d) += df_dA;
+      B(g, d) += df_dB;
+    }
+  }
+};
+
+template <int K>
+struct Chebyshev {
+  double x[K];     // nodes of the first kind on [-1, 1]
+  double T[K][K];  // T[j][k] = T_j(x_k)
+  Chebyshev() {
+    for (int k = 0; k < K; ++k) {
+      x[k] = std::cos((2 * k + 1) * M_PI / (2 * K));
+      for (int j = 0; j < K; ++j) T[j][k] = std::cos(j * (2 * k + 1) * M_PI / (2 * K));
+    }
+  }
+};
+
+constexpr int MIN_CELLS_TO_INTERPOLATE = 64;
+constexpr double TAIL_TOLERANCE = 1e-9;
+
+// One level of interpolation with K nodes for the genes in `genes` (dataset d, its cells `cells` with log
+// captures s in [lo, hi]). Adds the accepted genes' sums to total (and their partials); leaves in `genes` those
+// whose tail exceeds the tolerance.
+template <int K>
+void interpolate(const Genes& in, Grad& grad, const std::vector<int>& cells, const std::vector<double>& s,
+                 double lo, double hi, int d, std::vector<int>& genes, double& total) {
+  static const Chebyshev<K> cheb;
+  const int n = cells.size();
+  const double mid = 0.5 * (hi + lo), half = 0.5 * (hi - lo);
+  std::vector<double> t(n);
+  double tau[K] = {0};
+  for (int c = 0; c < n; ++c) {
+    const double tc = std::min(1.0, std::max(-1.0, (s[c] - mid) / half));
+    t[c] = tc;
+    double Tm = 1.0, Tj = tc;
+    tau[0] += 1.0;
+    tau[1] += tc;
+    for (int j = 2; j < K; ++j) {
+      const double Tn = 2.0 * tc * Tj - Tm;
+      tau[j] += Tn;
+      Tm = Tj;
+      Tj = Tn;
+    }
+  }
+  double W[K], nu[K];
+  for (int k = 0; k < K; ++k) {
+    double w = tau[0];
+    for (int j = 1; j < K; ++j) w += 2.0 * tau[j] * cheb.T[j][k];
+    W[k] = w / K;
+    nu[k] = std::exp(mid + half * cheb.x[k]);
+  }
+  double F[K] = {0};  // the accepted genes' terms summed at each node: the capture gradient interpolates it
+  std::vector<int> failed;
+  ZeroTerm z[K];
+  for (int g : genes) {
+    for (int k = 0; k < K; ++k) z[k] = in.at(nu[k], g, d);
+    double tail = 0;
+    for (int j = K - 3; j < K; ++j) {
+      double cj = 0;
+      for (int k = 0; k < K; ++k) cj += z[k].f * cheb.T[j][k];
+      tail = std::max(tail, std::fabs(2.0 * cj / K));
+    }
+    if (!(n * tail <= TAIL_TOLERANCE)) {
+      failed.push_back(g);
+      continue;
+    }
+    double sum = 0, d_q = 0, d_r = 0, d_A = 0, d_B = 0;
+    for (int k = 0; k < K; ++k) {
+      sum += W[k] * z[k].f;
+      F[k] += z[k].f;
+      d_q += W[k] * z[k].df_dl * nu[k] / (1.0 + z[k].t);
+      d_r += W[k] * z[k].df_dr;
+      d_A += W[k] * z[k].df_dA;
+      d_B += W[k] * z[k].df_dB;
+    }
+    total += sum;
+    if (grad.on) {
+      grad.q(g, d) += d_q;
+      grad.r(g, d) += d_r;
+      if (in.zi) {
+        grad.A(g, d) += d_A;
+        grad.B(g, d) += d_B;
+      }
+    }
+  }
+  genes.swap(failed);
+  if (!grad.on) return;
+  // d/dt of the interpolant of F at each cell: the Chebyshev coefficients of F, of its derivative, Clenshaw
+  double cF[K], dc[K + 1];
+  for (int j = 0; j < K; ++j) {
+    double cj = 0;
+    for (int k = 0; k < K; ++k) cj += F[k] * cheb.T[j][k];
+    cF[j] = (j == 0 ? 1.0 : 2.0) * cj / K;
+  }
+  dc[K] = dc[K - 1] = 0;
+  for (int j = K - 1; j >= 1; --j) dc[j - 1] = dc[j + 1] + 2.0 * j * cF[j];
+  dc[0] *= 0.5;
+  for (int c = 0; c < n; ++c) {
+    double b1 = 0, b2 = 0;
+    for (int j = K - 2; j >= 1; --j) {
+      const double b0 = 2.0 * t[c] * b1 - b2 + dc[j];
+      b2 = b1;
+      b1 = b0;
+    }
+    const double dF_dt = t[c] * b1 - b2 + dc[0];
+    const int i = cells[c];
+    grad.capture[i] += dF_dt / half / std::exp(s[c]);  // dt/ds = 1 / half, ds/dnu = 1 / nu
+  }
+}
+
+// Every (cell, gene) zero term, summed per dataset (see the header comment).
+inline double zero_terms(bool zi, Grad& grad, const std::vector<int>& cell_dataset, const Eigen::VectorXd& capture,
+                         const Genes& in) {
+  const int G = in.q.rows(), D = in.q.cols(), C = capture.size();
+  std::vector<std::vector<int>> groups(D);
+  for (int c = 0; c < C; ++c) groups[cell_dataset[c] - 1].push_back(c);
+  double total = 0;
+  for (int d = 0; d < D; ++d) {
+    const std::vector<int>& cells = groups[d];
+    const int n = cells.size();
+    std::vector<int> genes(G);
+    for (int g = 0; g < G; ++g) genes[g] = g;
+    if (n >= MIN_CELLS_TO_INTERPOLATE) {
+      std::vector<double> s(n);
+      double lo = INFINITY, hi = -INFINITY;
+      for (int c = 0; c < n; ++c) {
+        s[c] = std::log(capture[cells[c]]);
+        lo = std::min(lo, s[c]);
+        hi = std::max(hi, s[c]);
+      }
+      if (!(hi - lo > 1e-8)) hi = lo + 1e-8;  // all captures equal: any short interval interpolates exactly
+      interpolate<32>(in, grad, cells, s, lo, hi, d, genes, total);
+      if (!genes.empty()) interpolate<128>(in, grad, cells, s, lo, hi, d, genes, total);
+    }
+    for (int g : genes) {  // cell by cell
+      for (int i : cells) {
+        const ZeroTerm z = in.at(capture[i], g, d);
+        total += z.f;
+        if (grad.on) grad.add(in, i, g, d, capture[i], z, z.df_dl, z.df_dr, z.df_dA, z.df_dB);
+      }
+    }
+  }
+  return total;
+}
+
+// Cells start..end (1-based; capture is their slice): L_c log(nu_c), and each non-zero's own term in place of
+// its zero term.
+inline double nonzero_terms(Grad& grad, int start, int end, const std::vector<int>& cell_start,
                             const std::vector<int>& nz_gene, const std::vector<int>& nz_count,
                             const Eigen::VectorXd& cell_total, const std::vector<int>& cell_dataset,
-                            const Eigen::VectorXd& capture, const Eigen::MatrixXd& q, const Eigen::MatrixXd& r,
-                            const Eigen::MatrixXd& log_gate, const Eigen::MatrixXd& log1m_gate,
-                            Eigen::VectorXd& d_capture, Eigen::MatrixXd& d_q, Eigen::MatrixXd& d_r,
-                            Eigen::MatrixXd& d_log_gate, Eigen::MatrixXd& d_log1m_gate) {
-  const int G = q.rows();
-  const int D = q.cols();
-  if (grad) {
-    d_capture.setZero(capture.size());
-    d_q.setZero(G, D);
-    d_r.setZero(G, D);
-    if (zi) {
-      d_log_gate.setZero(G, D);
-      d_log1m_gate.setZero(G, D);
-    }
-  }
-  // with zero inflation, the gate and its complement on the natural scale, once per call
-  Eigen::MatrixXd pi, om;
-  if (zi) {
-    pi = log_gate.array().exp().matrix();
-    om = log1m_gate.array().exp().matrix();
-  }
-  // the cell's counts scattered over genes (0 = a zero), cleared after each cell
-  std::vector<double> u(G, 0.0);
+                            const Eigen::VectorXd& capture, const Genes& in) {
   double total = 0;
   for (int c = start; c <= end; ++c) {
-    const int i = c - start;  // index into the capture slice
+    const int i = c - start;
     const int d = cell_dataset[c - 1] - 1;
     const double nu = capture[i];
-    const int from = cell_start[c - 1] - 1, to = cell_start[c] - 1;
-    for (int k = from; k < to; ++k) u[nz_gene[k] - 1] = nz_count[k];
-    double lp = cell_total[c - 1] * std::log(nu);
-    double d_nu = grad ? cell_total[c - 1] / nu : 0.0;
-    const double* qd = q.data() + static_cast<std::ptrdiff_t>(d) * G;
-    const double* rd = r.data() + static_cast<std::ptrdiff_t>(d) * G;
-    for (int g = 0; g < G; ++g) {
-      const double t = nu * qd[g];
-      const double l = std::log1p(t);
-      double a;  // d(term)/dl, negated
-      if (zi && u[g] == 0) {
-        // log(pi + (1 - pi) P0), P0 = exp(-r l): the natural scale is exact unless both terms underflow
-        const double w1 = om(g, d) * std::exp(-rd[g] * l);
-        const double s = pi(g, d) + w1;
-        double f, wB;
-        if (s > 1e-280) {
-          f = std::log(s);
-          wB = w1 / s;
-        } else {
-          const double A = log_gate(g, d), B = log1m_gate(g, d) - rd[g] * l;
-          const double m = A > B ? A : B;
-          f = m + std::log1p(std::exp(-std::fabs(A - B)));
-          wB = std::exp(B - f);
-        }
-        lp += f;
-        if (!grad) continue;
-        d_log_gate(g, d) += 1.0 - wB;
-        d_log1m_gate(g, d) += wB;
-        d_r(g, d) -= wB * l;
-        a = wB * rd[g];
-      } else {
-        a = rd[g] + u[g];
-        lp -= a * l;
-        if (!grad) continue;
-        d_r(g, d) -= l;
-      }
-      const double dl = a / (1.0 + t);  // a dl/dt
-      d_q(g, d) -= dl * nu;
-      d_nu -= dl * qd[g];
+    total += cell_total[c - 1] * std::log(nu);
+    if (grad.on) grad.capture[i] += cell_total[c - 1] / nu;
+    for (int k = cell_start[c - 1] - 1; k < cell_start[c] - 1; ++k) {
+      const int g = nz_gene[k] - 1;
+      const double u = nz_count[k];
+      const double r = in.r(g, d);
+      const ZeroTerm z = in.at(nu, g, d);
+      total += -(r + u) * z.l - z.f;
+      if (grad.on) grad.add(in, i, g, d, nu, z, -(r + u) - z.df_dl, -z.l - z.df_dr, -z.df_dA, -z.df_dB);
     }
-    for (int k = from; k < to; ++k) u[nz_gene[k] - 1] = 0;
-    total += lp;
-    if (grad) d_capture[i] = d_nu;
   }
   return total;
 }
@@ -115,58 +281,118 @@ inline Eigen::MatrixXd values(const T& x) {
   return stan::math::value_of(stan::math::to_ref(x));
 }
 
+inline Grad make_grad(bool on, int C, int G, int D, bool zi) {
+  Grad g{on, {}, {}, {}, {}, {}};
+  if (on) {
+    g.capture.setZero(C);
+    g.q.setZero(G, D);
+    g.r.setZero(G, D);
+    if (zi) {
+      g.A.setZero(G, D);
+      g.B.setZero(G, D);
+    }
+  }
+  return g;
+}
+
+// Runs `body(grad, genes)` on the values of the arguments and returns its value with the partials attached.
+template <typename T_cap, typename T_q, typename T_r, typename T_A, typename T_B, typename Body>
+auto with_partials(const T_cap& capture, const T_q& mu_over_r, const T_r& r, const T_A* log_gate,
+                   const T_B* log1m_gate, Body body) {
+  constexpr bool zi = !std::is_same<T_A, void>::value;
+  const auto& cap_ref = stan::math::to_ref(capture);
+  const auto& q_ref = stan::math::to_ref(mu_over_r);
+  const auto& r_ref = stan::math::to_ref(r);
+  const Eigen::VectorXd cap = stan::math::value_of(cap_ref);
+  const Eigen::MatrixXd q = values(q_ref), rv = values(r_ref);
+  Eigen::MatrixXd A, B, pi;
+  bool on = !stan::is_constant_all<T_cap, T_q, T_r>::value;
+  if constexpr (zi) {
+    A = values(*log_gate);
+    B = values(*log1m_gate);
+    pi = A.array().exp().matrix();
+    on = on || !stan::is_constant_all<T_A, T_B>::value;
+  }
+  const Genes in{zi, q, rv, A, B, pi};
+  Grad grad = make_grad(on, cap.size(), q.rows(), q.cols(), zi);
+  const double value = body(grad, cap, in);
+  if constexpr (!zi) {
+    auto ops = stan::math::make_partials_propagator(cap_ref, q_ref, r_ref);
+    if constexpr (!stan::is_constant_all<T_cap>::value) stan::math::partials<0>(ops) = grad.capture;
+    if constexpr (!stan::is_constant_all<T_q>::value) stan::math::partials<1>(ops) = grad.q;
+    if constexpr (!stan::is_constant_all<T_r>::value) stan::math::partials<2>(ops) = grad.r;
+    return ops.build(value);
+  } else {
+    const auto& A_ref = stan::math::to_ref(*log_gate);
+    const auto& B_ref = stan::math::to_ref(*log1m_gate);
+    auto ops = stan::math::make_partials_propagator(cap_ref, q_ref, r_ref, A_ref, B_ref);
+    if constexpr (!stan::is_constant_all<T_cap>::value) stan::math::partials<0>(ops) = grad.capture;
+    if constexpr (!stan::is_constant_all<T_q>::value) stan::math::partials<1>(ops) = grad.q;
+    if constexpr (!stan::is_constant_all<T_r>::value) stan::math::partials<2>(ops) = grad.r;
+    if constexpr (!stan::is_constant_all<T_A>::value) stan::math::partials<3>(ops) = grad.A;
+    if constexpr (!stan::is_constant_all<T_B>::value) stan::math::partials<4>(ops) = grad.B;
+    return ops.build(value);
+  }
+}
+
 }  // namespace scribe_native
+
+// The signatures stanc expects for the declarations in capture_cells.stan.j2 (every Eigen argument a template
+// parameter, pstream__ last).
+
+template <typename T_cap, typename T_q, typename T_r>
+stan::promote_args_t<stan::base_type_t<T_cap>, stan::base_type_t<T_q>, stan::base_type_t<T_r>>
+capture_nb_zero_terms(const std::vector<int>& cell_dataset, const T_cap& capture, const T_q& mu_over_r, const T_r& r,
+                      std::ostream* pstream__) {
+  return scribe_native::with_partials(
+      capture, mu_over_r, r, static_cast<const void*>(nullptr), static_cast<const void*>(nullptr),
+      [&](scribe_native::Grad& grad, const Eigen::VectorXd& cap, const scribe_native::Genes& in) {
+        return scribe_native::zero_terms(false, grad, cell_dataset, cap, in);
+      });
+}
+
+template <typename T_cap, typename T_q, typename T_r, typename T_A, typename T_B>
+stan::promote_args_t<stan::base_type_t<T_cap>, stan::base_type_t<T_q>, stan::base_type_t<T_r>, stan::base_type_t<T_A>,
+                     stan::base_type_t<T_B>>
+capture_zinb_zero_terms(const std::vector<int>& cell_dataset, const T_cap& capture, const T_q& mu_over_r,
+                        const T_r& r, const T_A& log_gate, const T_B& log1m_gate, std::ostream* pstream__) {
+  return scribe_native::with_partials(
+      capture, mu_over_r, r, &log_gate, &log1m_gate,
+      [&](scribe_native::Grad& grad, const Eigen::VectorXd& cap, const scribe_native::Genes& in) {
+        return scribe_native::zero_terms(true, grad, cell_dataset, cap, in);
+      });
+}
 
 template <typename T_tot, typename T_cap, typename T_q, typename T_r>
 stan::promote_args_t<stan::base_type_t<T_tot>, stan::base_type_t<T_cap>, stan::base_type_t<T_q>,
                      stan::base_type_t<T_r>>
-capture_nb_cells_sum(const int& start, const int& end, const std::vector<int>& cell_start,
-                     const std::vector<int>& nz_gene, const std::vector<int>& nz_count, const T_tot& cell_total,
-                     const std::vector<int>& cell_dataset, const T_cap& capture, const T_q& mu_over_r,
-                     const T_r& r, std::ostream* pstream__) {
-  const auto& cap_ref = stan::math::to_ref(capture);
-  const auto& q_ref = stan::math::to_ref(mu_over_r);
-  const auto& r_ref = stan::math::to_ref(r);
-  constexpr bool grad = !stan::is_constant_all<T_cap, T_q, T_r>::value;
-  Eigen::VectorXd d_cap;
-  Eigen::MatrixXd d_q, d_r, unused, unused_d;
-  const double value = scribe_native::capture_cells(
-      false, grad, start, end, cell_start, nz_gene, nz_count, stan::math::value_of(cell_total), cell_dataset,
-      stan::math::value_of(cap_ref), scribe_native::values(q_ref), scribe_native::values(r_ref), unused, unused,
-      d_cap, d_q, d_r, unused_d, unused_d);
-  auto ops = stan::math::make_partials_propagator(cap_ref, q_ref, r_ref);
-  if constexpr (!stan::is_constant_all<T_cap>::value) stan::math::partials<0>(ops) = d_cap;
-  if constexpr (!stan::is_constant_all<T_q>::value) stan::math::partials<1>(ops) = d_q;
-  if constexpr (!stan::is_constant_all<T_r>::value) stan::math::partials<2>(ops) = d_r;
-  return ops.build(value);
+capture_nb_nonzero_terms(const int& start, const int& end, const std::vector<int>& cell_start,
+                         const std::vector<int>& nz_gene, const std::vector<int>& nz_count, const T_tot& cell_total,
+                         const std::vector<int>& cell_dataset, const T_cap& capture, const T_q& mu_over_r,
+                         const T_r& r, std::ostream* pstream__) {
+  const Eigen::VectorXd total = stan::math::value_of(cell_total);
+  return scribe_native::with_partials(
+      capture, mu_over_r, r, static_cast<const void*>(nullptr), static_cast<const void*>(nullptr),
+      [&](scribe_native::Grad& grad, const Eigen::VectorXd& cap, const scribe_native::Genes& in) {
+        return scribe_native::nonzero_terms(grad, start, end, cell_start, nz_gene, nz_count, total, cell_dataset, cap,
+                                            in);
+      });
 }
 
-template <typename T_tot, typename T_cap, typename T_q, typename T_r, typename T_lg, typename T_l1g>
+template <typename T_tot, typename T_cap, typename T_q, typename T_r, typename T_A, typename T_B>
 stan::promote_args_t<stan::base_type_t<T_tot>, stan::base_type_t<T_cap>, stan::base_type_t<T_q>,
-                     stan::base_type_t<T_r>, stan::base_type_t<T_lg>, stan::base_type_t<T_l1g>>
-capture_zinb_cells_sum(const int& start, const int& end, const std::vector<int>& cell_start,
-                       const std::vector<int>& nz_gene, const std::vector<int>& nz_count, const T_tot& cell_total,
-                       const std::vector<int>& cell_dataset, const T_cap& capture, const T_q& mu_over_r,
-                       const T_r& r, const T_lg& log_gate, const T_l1g& log1m_gate, std::ostream* pstream__) {
-  const auto& cap_ref = stan::math::to_ref(capture);
-  const auto& q_ref = stan::math::to_ref(mu_over_r);
-  const auto& r_ref = stan::math::to_ref(r);
-  const auto& lg_ref = stan::math::to_ref(log_gate);
-  const auto& l1g_ref = stan::math::to_ref(log1m_gate);
-  constexpr bool grad = !stan::is_constant_all<T_cap, T_q, T_r, T_lg, T_l1g>::value;
-  Eigen::VectorXd d_cap;
-  Eigen::MatrixXd d_q, d_r, d_lg, d_l1g;
-  const double value = scribe_native::capture_cells(
-      true, grad, start, end, cell_start, nz_gene, nz_count, stan::math::value_of(cell_total), cell_dataset,
-      stan::math::value_of(cap_ref), scribe_native::values(q_ref), scribe_native::values(r_ref),
-      scribe_native::values(lg_ref), scribe_native::values(l1g_ref), d_cap, d_q, d_r, d_lg, d_l1g);
-  auto ops = stan::math::make_partials_propagator(cap_ref, q_ref, r_ref, lg_ref, l1g_ref);
-  if constexpr (!stan::is_constant_all<T_cap>::value) stan::math::partials<0>(ops) = d_cap;
-  if constexpr (!stan::is_constant_all<T_q>::value) stan::math::partials<1>(ops) = d_q;
-  if constexpr (!stan::is_constant_all<T_r>::value) stan::math::partials<2>(ops) = d_r;
-  if constexpr (!stan::is_constant_all<T_lg>::value) stan::math::partials<3>(ops) = d_lg;
-  if constexpr (!stan::is_constant_all<T_l1g>::value) stan::math::partials<4>(ops) = d_l1g;
-  return ops.build(value);
+                     stan::base_type_t<T_r>, stan::base_type_t<T_A>, stan::base_type_t<T_B>>
+capture_zinb_nonzero_terms(const int& start, const int& end, const std::vector<int>& cell_start,
+                           const std::vector<int>& nz_gene, const std::vector<int>& nz_count, const T_tot& cell_total,
+                           const std::vector<int>& cell_dataset, const T_cap& capture, const T_q& mu_over_r,
+                           const T_r& r, const T_A& log_gate, const T_B& log1m_gate, std::ostream* pstream__) {
+  const Eigen::VectorXd total = stan::math::value_of(cell_total);
+  return scribe_native::with_partials(
+      capture, mu_over_r, r, &log_gate, &log1m_gate,
+      [&](scribe_native::Grad& grad, const Eigen::VectorXd& cap, const scribe_native::Genes& in) {
+        return scribe_native::nonzero_terms(grad, start, end, cell_start, nz_gene, nz_count, total, cell_dataset, cap,
+                                            in);
+      });
 }
 
 #endif  // SCRIBE_CAPTURE_CELLS_HPP
