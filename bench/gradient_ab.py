@@ -64,9 +64,11 @@ def main() -> None:
     ap.add_argument("--genes", type=int, default=500)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--transcriptome", type=int, default=None,
+                    help="capture models: spread M_0 over this many genes, simulate the first --genes (sparser data)")
     args = ap.parse_args()
     config = {"model": args.model, "parameterization": args.parameterization}
-    sim = simulate(args.model, args.cells, args.genes, seed=3)
+    sim = simulate(args.model, args.cells, args.genes, seed=3, transcriptome=args.transcriptome)
     with tempfile.TemporaryDirectory() as tmp:
         X_path = Path(tmp) / "X.npz"
         sp.save_npz(X_path, sim.X)

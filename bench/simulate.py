@@ -41,7 +41,7 @@ def _chunked(rng, cells: int, genes: int, draw, chunk: int = 2000) -> sp.csr_mat
 
 
 def simulate(model: str, cells: int, genes: int, seed: int = 0, datasets: int = 1, gate_fraction: float = 0.1,
-             shared_p: bool = True) -> Simulated:
+             shared_p: bool = True, transcriptome: int | None = None) -> Simulated:
     """Counts and truth for nbdm, zinb, nbvcp or zinbvcp (optionally two or more datasets).
 
     Gene means: mu_g = M_0 w_g with log w_g ~ Normal(0, 1.5) normalised to sum to 1 (capture models), or
@@ -50,13 +50,15 @@ def simulate(model: str, cells: int, genes: int, seed: int = 0, datasets: int = 
     that the median r is 1; otherwise r_g ~ LogNormal(0, 0.5). Zero-inflated models: a fraction
     ``gate_fraction`` of genes has gate ~ Uniform(0.1, 0.5), the rest 0. Datasets: each gene's log mean
     shifts by Normal(0, 0.3) in dataset d > 0 for 10% of genes (and p differs per dataset by +-0.2 on the
-    logit scale).
+    logit scale). ``transcriptome``: capture models spread M_0 over that many genes and simulate the first
+    ``genes`` of them (a random subset of a cell's transcriptome: real droplet data over 2,000 genes are 5-45%
+    non-zero); None: the simulated genes are the whole transcriptome (denser data).
     """
     rng = np.random.default_rng(seed)
     vcp = model in ("nbvcp", "zinbvcp")
     zi = model in ("zinb", "zinbvcp")
-    w = rng.lognormal(0.0, 1.5, size=genes)
-    mu = M0 * w / w.sum() if vcp else w
+    w = rng.lognormal(0.0, 1.5, size=max(genes, transcriptome or 0))
+    mu = (M0 * w / w.sum() if vcp else w)[:genes]
     if shared_p:
         odds = 1.0 / np.median(mu)  # r = mu / odds(p): median r = 1
         p = odds / (1 + odds)
