@@ -23,6 +23,8 @@ independent, so one L-BFGS over all of them with an analytic gradient takes a se
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import scipy.sparse as sp
 from scipy import optimize, special
@@ -141,10 +143,28 @@ def gate_evidence(X: sp.csr_matrix, shared_p: bool = False) -> tuple[np.ndarray,
     return se, lr
 
 
+# stan_data runs more than once per `scribe run` with --prior-draws (the model and its prior-only program), and
+# the per-gene fits take seconds per hundred genes: their answers are kept per matrix content (a few entries).
+_EVIDENCE: dict = {}
+
+
+def _content_key(X: sp.csr_matrix, shared_p: bool) -> tuple:
+    X = sp.csr_matrix(X)
+    h = hashlib.sha256()
+    for a in (X.indptr, X.indices, X.data):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return X.shape, shared_p, h.hexdigest()
+
+
 def gate_split_data(X: sp.csr_matrix, shared_p: bool, name: str = "gate") -> dict:
     """The data of a split gate hierarchy (priors/_target.stan.j2): 1-based indices of the centred genes
     and of the rest."""
-    se, lr = gate_evidence(X, shared_p=shared_p)
+    key = _content_key(X, shared_p)
+    if key not in _EVIDENCE:
+        if len(_EVIDENCE) >= 4:
+            _EVIDENCE.pop(next(iter(_EVIDENCE)))
+        _EVIDENCE[key] = gate_evidence(X, shared_p=shared_p)
+    se, lr = _EVIDENCE[key]
     centred = (se < CENTRED_SD) & (lr > CENTRED_LR)
     return {f"{name}_n_centred": int(centred.sum()),
             f"{name}_centred_idx": np.flatnonzero(centred) + 1,

@@ -48,3 +48,24 @@ def test_strongly_inflated_genes_are_centred_and_plain_nb_genes_are_not():
         assert set(range(10)) <= centred, (shared_p, sorted(centred))
         assert not centred & set(range(10, G)), (shared_p, sorted(centred))
         assert data["gate_n_centred"] + len(data["gate_noncentred_idx"]) == G
+
+
+def test_split_data_is_computed_once_per_matrix(monkeypatch):
+    """stan_data runs twice for --prior-draws: the per-gene fits are reused for the same matrix (not for another)."""
+    from scribe_cli import centring
+
+    calls = []
+    real = centring.gate_evidence
+    monkeypatch.setattr(centring, "gate_evidence", lambda X, shared_p: calls.append(1) or real(X, shared_p=shared_p))
+    monkeypatch.setattr(centring, "_EVIDENCE", {})
+    rng = np.random.default_rng(5)
+    X = sp.csr_matrix(rng.negative_binomial(2, 0.5, size=(60, 8)))
+    first = centring.gate_split_data(X, shared_p=True)
+    second = centring.gate_split_data(sp.csr_matrix(X.toarray()), shared_p=True)
+    assert len(calls) == 1
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    X2 = X.copy()
+    X2[0, 0] += 1
+    centring.gate_split_data(X2, shared_p=True)
+    centring.gate_split_data(X, shared_p=False)
+    assert len(calls) == 3
