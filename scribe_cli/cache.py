@@ -34,14 +34,14 @@ CPP_OPTIONS = {"STAN_THREADS": "true"}
 
 # Functions a rendered program may declare without a body, and the header under stan/cpp/ that defines them
 # (stanc --allow-undefined, USER_HEADER: how CmdStan takes external C++, so a real CmdStan builds them too).
-NATIVE_FUNCTIONS = {f"capture_{kind}_{part}_terms": "capture_cells.hpp" for kind in ("nb", "zinb")
-                    for part in ("zero", "nonzero")}
+NATIVE_FUNCTIONS = {**{f"capture_{kind}_{part}_terms": "capture_cells.hpp" for kind in ("nb", "zinb")
+                       for part in ("zero", "nonzero")}, "native_grainsize": "capture_cells.hpp"}
 
 
 def native_header(program: str) -> Path | None:
     """The C++ header a program needs, or None. A declaration is `real name(...);`: the name followed
     by its argument list and a semicolon, never a body."""
-    headers = {h for name, h in NATIVE_FUNCTIONS.items() if re.search(rf"\breal {name}\([^{{}};]*\);", program)}
+    headers = {h for name, h in NATIVE_FUNCTIONS.items() if re.search(rf"\b(real|int) {name}\([^{{}};]*\);", program)}
     if len(headers) > 1:
         raise ScribeError(f"a program needs more than one native header ({sorted(headers)}); combine them")
     return NATIVE_SRC / headers.pop() if headers else None

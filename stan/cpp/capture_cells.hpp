@@ -33,6 +33,7 @@
 #define SCRIBE_CAPTURE_CELLS_HPP
 
 #include <stan/math.hpp>
+#include <tbb/task_arena.h>
 
 #include <algorithm>
 #include <cmath>
@@ -393,6 +394,15 @@ capture_zinb_nonzero_terms(const int& start, const int& end, const std::vector<i
         return scribe_native::nonzero_terms(grad, start, end, cell_start, nz_gene, nz_count, total, cell_dataset, cap,
                                             in);
       });
+}
+
+// reduce_sum's grain size for n cells: about four slices per thread of the pool (which cmdstanpy sizes to
+// chains x threads per chain). With a grain size of 1, TBB cuts a chain's cells into ~100 slices whatever the
+// thread count, and each slice copies every gene-level argument: at 2,000 cells x 500 genes that copying
+// cost more than the non-zeros themselves.
+inline int native_grainsize(const int& n, std::ostream* pstream__) {
+  const int threads = std::max(1, tbb::this_task_arena::max_concurrency());
+  return std::max(1, n / (4 * threads));
 }
 
 #endif  // SCRIBE_CAPTURE_CELLS_HPP
