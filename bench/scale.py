@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -170,10 +172,20 @@ def run_case(case: dict, data: Path, truth: dict | None, timeout: float, warmup:
         cmd = ["/usr/bin/time", "-f", "TIME %e %U %S %M", sys.executable, "-m", "scribe_cli.cli", "run", str(data),
                "--method", method, "-o", str(out), "--quiet", "--seed", "1", *options]
         t0 = time.monotonic()
+        # its own process group: on timeout the whole run goes (time, scribe and the Stan processes under it),
+        # not only /usr/bin/time, which once left a sampler running for an hour after its case was recorded
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
             return {**case, "status": "timeout", "wall_s": round(time.monotonic() - t0, 1)}
+        proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
         m = re.search(r"TIME ([0-9.]+) ([0-9.]+) ([0-9.]+) ([0-9]+)", proc.stderr)
         if proc.returncode not in (0, 3) or not m:
             return {**case, "status": f"exit {proc.returncode}", "error": proc.stderr.strip().splitlines()[-1:]}
