@@ -121,7 +121,7 @@ def result_path(results: Path, name: str, method: str, rep: int) -> Path:
     return results / name / method / f"rep_{rep:04d}.json"
 
 
-def run_replicate(name: str, rep: int, methods: list[str], results: str) -> list[str]:
+def run_replicate(name: str, rep: int, methods: list[str], results: str, retry_failed: bool = False) -> list[str]:
     """Simulate replicate ``rep`` of ``name`` and fit it with each method not done yet; one JSON per method."""
     logging.getLogger("cmdstanpy").setLevel(logging.ERROR)
     results = Path(results)
@@ -134,7 +134,7 @@ def run_replicate(name: str, rep: int, methods: list[str], results: str) -> list
     done = []
     for method in methods:
         out = result_path(results, name, method, rep)
-        if out.exists():
+        if out.exists() and not (retry_failed and "failed" in json.loads(out.read_text())):
             continue
         record = {"config": name, "replicate": rep, "method": method, "max_count": int(data.X.max())}
         if record["max_count"] > MAX_COUNT:
@@ -143,7 +143,8 @@ def run_replicate(name: str, rep: int, methods: list[str], results: str) -> list
             with tempfile.TemporaryDirectory(prefix="sbc-fit-") as tmp:
                 try:
                     post, diag = calibration.fit_posterior(config, model, data, method, _seed(name, method, rep), Path(tmp))
-                    record["ranks"] = calibration.ranks(post, truth, L, np.random.default_rng(_seed(name, method, "ranks", rep)))
+                    record["ranks"] = calibration.ranks(post, truth, L, np.random.default_rng(_seed(name, method, "ranks", rep)),
+                                                        skip=calibration.data_chosen_coordinates(config))
                     record["diagnostics"] = diag
                 except Exception as exc:  # a failed fit is a result too (counted in the report)
                     record["failed"] = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -191,7 +192,9 @@ def analyse(results: Path, names: list[str], methods: list[str]) -> dict:
                     k = [r["diagnostics"]["pareto_k"] for r in ok]
                     m["pareto_k_median"] = round(float(np.nanmedian(k)), 2)
                 groups = {}
-                for g in ok[0]["ranks"]:
+                # records written before data_chosen_coordinates existed may hold them: not rankable
+                skip = calibration.data_chosen_coordinates(config_of(name)[0])
+                for g in (g for g in ok[0]["ranks"] if g not in skip):
                     r = np.array([rec["ranks"][g] for rec in ok])
                     groups[g] = {"elements": int(r.shape[1]), "p": calibration.group_pvalue(r, L + 1),
                                  "ranks": r.tolist()}
@@ -303,6 +306,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--results", type=Path, default=RESULTS, help="one JSON per replicate (resumable)")
     ap.add_argument("--report-only", action="store_true", help="tables, figures and docs/validation.md from results")
+    ap.add_argument("--retry-failed", action="store_true", help="refit the replicates whose fit failed")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("cmdstanpy").setLevel(logging.ERROR)
@@ -319,10 +323,12 @@ def main() -> None:
             for b in range(-(-args.replicates // PRIOR_BLOCK)):
                 prior_block(name, b, args.results)
             todo = [(name, rep) for rep in range(args.replicates)
-                    if any(not result_path(args.results, name, m, rep).exists() for m in methods)]
+                    if any(not result_path(args.results, name, m, rep).exists()
+                           or (args.retry_failed and "failed" in json.loads(result_path(args.results, name, m, rep).read_text()))
+                           for m in methods)]
             log.info("%s: compiled and prior ready (%.1f s); %d replicates to run", name, time.monotonic() - t, len(todo))
             with ProcessPoolExecutor(max_workers=args.workers) as pool:
-                futures = [pool.submit(run_replicate, n, rep, methods, str(args.results)) for n, rep in todo]
+                futures = [pool.submit(run_replicate, n, rep, methods, str(args.results), args.retry_failed) for n, rep in todo]
                 for k, f in enumerate(as_completed(futures), 1):
                     f.result()
                     if k % 10 == 0 or k == len(futures):

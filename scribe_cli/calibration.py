@@ -45,6 +45,13 @@ def ranked_variables(ds: xr.Dataset) -> list[str]:
     return [v for v in ds.data_vars if v not in _SKIP and not v.endswith(_SKIP_SUFFIXES)]
 
 
+def data_chosen_coordinates(config) -> set[str]:
+    """Sampled coordinates whose layout the data choose (a split gate hierarchy: which genes are centred,
+    scribe_cli/centring.py): the truth's (from the prior program) and a fit's need not hold the same genes, so
+    they cannot be ranked element by element. The gate itself (one per gene) is ranked."""
+    return {"gate_z", "gate_centred"} if config.gate_split else set()
+
+
 def placeholder_counts(n_cells: int, n_genes: int, n_datasets: int = 0) -> Counts:
     """An all-zero Counts of the right shape (the prior program reads only the sizes); with n_datasets >= 2 the
     cells are split into consecutive, nearly equal datasets ``d0``, ``d1``, ..."""
@@ -156,12 +163,14 @@ def thin_flat(posterior: xr.Dataset, name: str, n_draws: int) -> np.ndarray:
     return x[idx]
 
 
-def ranks(posterior: xr.Dataset, truth: xr.Dataset, n_draws: int, rng: np.random.Generator) -> dict[str, list[int]]:
+def ranks(posterior: xr.Dataset, truth: xr.Dataset, n_draws: int, rng: np.random.Generator,
+          skip: set[str] = frozenset()) -> dict[str, list[int]]:
     """Rank of each true element among ``n_draws`` thinned posterior draws (0..n_draws), ties broken at random
-    (approximations resample with replacement; NUTS repeats a draw after a rejection)."""
+    (approximations resample with replacement; NUTS repeats a draw after a rejection). ``skip``: see
+    data_chosen_coordinates."""
     out = {}
     for name in ranked_variables(truth):
-        if name not in posterior:
+        if name not in posterior or name in skip:
             continue
         draws = thin_flat(posterior, name, n_draws)
         t = truth[name].values.reshape(-1)
