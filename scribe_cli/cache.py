@@ -32,19 +32,18 @@ log = logging.getLogger(__name__)
 # parallel chains need it), so STAN_THREADS is part of the key only to keep real-CmdStan builds honest.
 CPP_OPTIONS = {"STAN_THREADS": "true"}
 
-# Functions a rendered program may declare without a body, and the header under stan/cpp/ that defines them
+# Functions a rendered program may declare without a body, all defined in one header under stan/cpp/
 # (stanc --allow-undefined, USER_HEADER: how CmdStan takes external C++, so a real CmdStan builds them too).
-NATIVE_FUNCTIONS = {**{f"capture_{kind}_{part}_terms": "capture_cells.hpp" for kind in ("nb", "zinb")
-                       for part in ("zero", "nonzero")}, "native_grainsize": "capture_cells.hpp"}
+NATIVE_HEADER = NATIVE_SRC / "capture_cells.hpp"
+NATIVE_FUNCTIONS = ("capture_nb_zero_terms", "capture_zinb_zero_terms", "capture_nb_nonzero_terms",
+                    "capture_zinb_nonzero_terms", "native_grainsize")
+_NATIVE_DECLARATION = re.compile(rf"\b(real|int) ({'|'.join(NATIVE_FUNCTIONS)})\([^{{}};]*\);")
 
 
 def native_header(program: str) -> Path | None:
     """The C++ header a program needs, or None. A declaration is `real name(...);`: the name followed
     by its argument list and a semicolon, never a body."""
-    headers = {h for name, h in NATIVE_FUNCTIONS.items() if re.search(rf"\b(real|int) {name}\([^{{}};]*\);", program)}
-    if len(headers) > 1:
-        raise ScribeError(f"a program needs more than one native header ({sorted(headers)}); combine them")
-    return NATIVE_SRC / headers.pop() if headers else None
+    return NATIVE_HEADER if _NATIVE_DECLARATION.search(program) else None
 
 
 @dataclass
@@ -61,7 +60,7 @@ def models_dir() -> Path:
 
 def program_key(program: str, cpp_options: dict | None = None) -> str:
     opts = json.dumps(cpp_options or CPP_OPTIONS, sort_keys=True)
-    header = native_header(program)
+    header = native_header(program)  # its text is part of what gets compiled
     h = hashlib.sha256()
     for part in (toolchain_id(), opts, program, header.read_text() if header else ""):
         h.update(part.encode())

@@ -128,6 +128,6 @@ def splits_nonzero_terms(config: ModelConfig) -> bool:
 
 def native_capture_terms(config: ModelConfig) -> bool:
     """The split capture_cells terms call the hand-written C++ of stan/cpp/capture_cells.hpp (one autodiff
-    node per reduce_sum slice instead of several per (cell, gene)) unless the config asks for the
-    Stan-language reference."""
+    node per call instead of several per (cell, gene); the zero terms summed by interpolation) unless the
+    config asks for the Stan-language reference."""
     return splits_nonzero_terms(config) and config.native_gradients

@@ -15,7 +15,7 @@ import jinja2
 from . import __version__
 from .blocks import blocks_for
 from .config import ModelConfig
-from .plan import GD, Plan, plan
+from .plan import GD, Plan, native_capture_terms, plan
 from .resources import TEMPLATES
 
 
@@ -71,6 +71,8 @@ _COSTS = {
     "capture_shared_p": "O(C + G + T) per gradient (x K for mixtures, + J + nnz): p_hat depends on the cell only",
     "capture_cells": "O(C G) per gradient (x K for mixtures), split across threads by reduce_sum "
                      "(--threads-per-chain)",
+    "capture_cells_native": "O((C + G) x nodes) for the zero terms (C++, stan/cpp/capture_cells.hpp) + O(non-zeros), "
+                            "split across threads by reduce_sum (--threads-per-chain), + O(G + T)",
 }
 
 
@@ -99,7 +101,8 @@ def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
     elif pl.dweights:
         notes.append("Datasets (--dataset-key, D datasets): gene parameters are shared; mixing weights are per "
                      "dataset, around the ordered population weights.")
-    notes.append(f"Likelihood cost: {_COSTS[pl.form]}{' (G D columns (gene, dataset) in place of G)' if pl.dparams and pl.form != 'capture_cells' else ''}.")
+    cost = _COSTS["capture_cells_native" if native_capture_terms(config) else pl.form]
+    notes.append(f"Likelihood cost: {cost}{' (G D columns (gene, dataset) in place of G)' if pl.dparams and pl.form != 'capture_cells' else ''}.")
     if log_lik:
         notes.append("Generated quantities: log_lik, the log likelihood of each cell (full log pmf, components "
                      "marginalised), for arviz.loo.")

@@ -218,7 +218,7 @@ void interpolate(const Genes& in, Grad& grad, const std::vector<int>& cells, con
 }
 
 // Every (cell, gene) zero term, summed per dataset (see the header comment).
-inline double zero_terms(bool zi, Grad& grad, const std::vector<int>& cell_dataset, const Eigen::VectorXd& capture,
+inline double zero_terms(Grad& grad, const std::vector<int>& cell_dataset, const Eigen::VectorXd& capture,
                          const Genes& in) {
   const int G = in.q.rows(), D = in.q.cols(), C = capture.size();
   std::vector<std::vector<int>> groups(D);
@@ -348,7 +348,7 @@ capture_nb_zero_terms(const std::vector<int>& cell_dataset, const T_cap& capture
   return scribe_native::with_partials(
       capture, mu_over_r, r, static_cast<const void*>(nullptr), static_cast<const void*>(nullptr),
       [&](scribe_native::Grad& grad, const Eigen::VectorXd& cap, const scribe_native::Genes& in) {
-        return scribe_native::zero_terms(false, grad, cell_dataset, cap, in);
+        return scribe_native::zero_terms(grad, cell_dataset, cap, in);
       });
 }
 
@@ -360,7 +360,7 @@ capture_zinb_zero_terms(const std::vector<int>& cell_dataset, const T_cap& captu
   return scribe_native::with_partials(
       capture, mu_over_r, r, &log_gate, &log1m_gate,
       [&](scribe_native::Grad& grad, const Eigen::VectorXd& cap, const scribe_native::Genes& in) {
-        return scribe_native::zero_terms(true, grad, cell_dataset, cap, in);
+        return scribe_native::zero_terms(grad, cell_dataset, cap, in);
       });
 }
 
