@@ -6,7 +6,8 @@ blocks.py's job; the text is render.py's.
 from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
-from .plan import GD, Plan, as_gd, lift_shape, native_capture_terms, splits_nonzero_terms, times_shape
+from .plan import (GD, Plan, as_gd, lift_shape, native_capture_terms, samples_log_mean, splits_nonzero_terms,
+                   times_shape)
 
 # Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
 # population centre (None: expression has one centre per gene, with the base prior), the Gaussian s_raw prior.
@@ -97,6 +98,7 @@ def base_specs(config: ModelConfig, pl: Plan) -> list[dict]:
             "dist": {"beta": "beta", "lognormal": "lognormal", "betaprime": "beta_prime"}[BASE_PRIORS[prior][0]],
             "first": i == 0,
             "anchor": name == config.anchored,
+            "log_mean": name == "r" and samples_log_mean(config),
         })
     return specs
 
@@ -163,7 +165,7 @@ def hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_d
         centre = f"{T}_loc"
     args = _family_args(T, family, q, elt, local, link, centre, loc_prior, sigma_prior, declare_data,
                         across="components" if target == "expression" else "", copies="K")
-    if config.gate_split and target == "gate":
+    if (config.gate_split and target == "gate") or (config.prob_split and target == "prob"):
         args["split"] = _split_args(T, family)
     return args
 

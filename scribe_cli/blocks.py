@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .block_args import (base_specs, dataset_hier_args, derived_dataset_args, hier_args, likelihood_args,
                          two_level_args)
 from .config import ModelConfig
-from .plan import as_gd, plan
+from .plan import as_gd, plan, samples_log_mean
 
 
 @dataclass
@@ -63,7 +63,8 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
                                 dataset_hier_args(config, pl, target, family, family not in declared)))
         declared.add(family)
     derived = {"elt": pl.elt, "p_scalar": pl.p_scalar, "vcp": config.variable_capture and config.capture_prior is None,
-               "ds": derived_dataset_args(config, pl.shapes) if pl.dparams else None}
+               "ds": derived_dataset_args(config, pl.shapes) if pl.dparams else None,
+               "log_mean": samples_log_mean(config)}
     blocks.append(Block(f"params/{config.parameterization.replace('-', '_')}.stan.j2", derived))
     if config.bnb:
         blocks.append(Block("params/bnb.stan.j2", derived))

@@ -49,7 +49,8 @@ def data_chosen_coordinates(config) -> set[str]:
     """Sampled coordinates whose layout the data choose (a split gate hierarchy: which genes are centred,
     scribe_cli/centring.py): the truth's (from the prior program) and a fit's need not hold the same genes, so
     they cannot be ranked element by element. The gate itself (one per gene) is ranked."""
-    return {"gate_z", "gate_centred"} if config.gate_split else set()
+    return ({"gate_z", "gate_centred"} if config.gate_split else set()) | \
+        ({"prob_z", "prob_centred"} if config.prob_split else set())
 
 
 def placeholder_counts(n_cells: int, n_genes: int, n_datasets: int = 0) -> Counts:

@@ -77,6 +77,10 @@ MODEL_OPTIONS = [
                  help="VCP models with a per-gene p or a gate: compute their O(cells x genes) terms in hand-written "
                       "C++ with its own gradient (stan/cpp/capture_cells.hpp; several times faster), or in the "
                       "Stan language (the reference it is tested against)."),
+    click.option("--mean-coordinates/--r-coordinates", default=True, show_default=True,
+                 help="canonical: let NUTS move r through log mu = log r + logit(p) (the same model and priors, "
+                      "with the Jacobian; the data pin the mean, so this removes the r x p ridge: several times "
+                      "fewer steps), or through log r as Stan's lower bound does."),
     click.option("--horseshoe-tau0", type=float, default=1.0, show_default=True, help="Horseshoe global scale tau ~ HalfCauchy(tau0)."),
     click.option("--slab-df", type=float, default=4.0, show_default=True, help="Horseshoe slab degrees of freedom."),
     click.option("--slab-scale", type=float, default=2.0, show_default=True, help="Horseshoe slab scale."),
@@ -91,7 +95,8 @@ MODEL_OPTION_NAMES = ("model", "parameterization", "components", "assignments", 
                       "expression_prior", "gate_prior", "overdispersion_prior", "dataset_key",
                       "expression_dataset_prior", "prob_dataset_prior", "prob_dataset_mode",
                       "zero_inflation_dataset_prior", "overdispersion_dataset_prior", "organism", "total_mrna",
-                      "total_mrna_sd", "mean_anchor", "mean_anchor_sd", "native_gradients", "horseshoe_tau0", "slab_df",
+                      "total_mrna_sd", "mean_anchor", "mean_anchor_sd", "native_gradients", "mean_coordinates",
+                      "horseshoe_tau0", "slab_df",
                       "slab_scale", "neg_u", "neg_a", "neg_tau", "priors")
 
 

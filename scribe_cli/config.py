@@ -93,6 +93,9 @@ class ModelConfig:
     # (stan/cpp/capture_cells.hpp, value and gradient) rather than in the Stan language; False renders the
     # Stan-language reference they are tested against.
     native_gradients: bool = True
+    # Canonical programs sample r through log mu = log r + logit(p) (plan.samples_log_mean): a change of the
+    # sampler's coordinates, not of the model (r keeps its prior, with the Jacobian). False samples log r.
+    mean_coordinates: bool = True
     priors: tuple = field(default_factory=tuple)  # ((name, dist, (a, b)), ...) overrides
 
     @property
@@ -123,6 +126,12 @@ class ModelConfig:
         """A gene-level gate hierarchy whose genes the data sort into centred and non-centred coordinates
         (scribe_cli/centring.py): one gate per gene, no mixture."""
         return self.gate_prior != "none" and not self.mixture
+
+    @property
+    def prob_split(self) -> bool:
+        """A gene-level p hierarchy whose genes the data sort into centred and non-centred coordinates
+        (scribe_cli/centring.py): one p per gene, no mixture."""
+        return self.prob_prior != "none" and not self.mixture
 
     @property
     def samples_p(self) -> bool:

@@ -131,3 +131,17 @@ def native_capture_terms(config: ModelConfig) -> bool:
     node per call instead of several per (cell, gene); the zero terms summed by interpolation) unless the
     config asks for the Stan-language reference."""
     return splits_nonzero_terms(config) and config.native_gradients
+
+
+def samples_log_mean(config: ModelConfig) -> bool:
+    """A canonical program whose r is a base-prior vector per gene samples log mu_g = log r_g + logit(p_g) in
+    place of r_g, with r derived and the Jacobian of the change added (params/base.stan.j2, canonical.stan.j2).
+
+    Why: the data pin each gene's mean far more tightly than its r, and in (log r, logit p) the mean is
+    log r + logit p, a diagonal ridge that a diagonal mass matrix cannot follow; with a shared p every r_g moves
+    with it. In (log mu, p) the ridge is axis-aligned. PBMC, 2,000 genes, default nbdm, 1 chain x (150 + 100):
+    255 -> 63 leapfrog steps per draw (docs/performance.md). Mixtures, dataset-level and hierarchical r
+    (r_pop), and --unconstrained keep sampling r."""
+    return (config.mean_coordinates and config.parameterization == "canonical" and not config.unconstrained
+            and not config.mixture and not config.dataset_params and config.expression_prior == "none"
+            and config.expression_dataset_prior == "none")

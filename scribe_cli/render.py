@@ -89,6 +89,9 @@ def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
     if config.gate_split:
         notes.append("The gate's genes are sampled centred where the data pin their gate down and non-centred "
                      "elsewhere (data: gate_centred_idx, chosen by scribe_cli/centring.py); the prior is the same.")
+    if config.prob_split:
+        notes.append("p's genes are sampled centred where their counts pin logit(p) down and non-centred "
+                     "elsewhere (data: prob_centred_idx, chosen by scribe_cli/centring.py); the prior is the same.")
     if pl.mix:
         notes.append("Mixture: the component of each cell is marginalised; components are ordered by weight; "
                      "gene-level parameters are per component, p and phi (when scalar) and capture are shared.")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .centring import gate_split_data
+from .centring import gate_split_data, prob_split_data
 from .config import ModelConfig
 from .plan import likelihood_form, splits_nonzero_terms
 
@@ -181,6 +181,8 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
     data.update(capture_prior_data(config, X, getattr(counts, "library_size", None)))
     if config.gate_split:
         data.update(gate_split_data(X, shared_p=not config.gene_specific_p))
+    if config.prob_split:
+        data.update(prob_split_data(X))
     if dense:
         data["counts_dense"] = np.asarray(X.todense(), dtype=np.int64)
     return data
