@@ -94,7 +94,7 @@ def run_scribe(X, path: Path, args, tmp: Path, extra=(), groups=None, var_names=
     ad.write_h5ad(h5)
     cmd = [sys.executable, "-m", "scribe_cli.cli", "run", str(h5), "-o", str(path), "--model", "nbdm",
            "--parameterization", "mean-disp", "--method", args.method, "--chains", str(args.chains),
-           "--warmup", str(args.warmup), "--draws", str(args.draws), "--seed", str(args.seed), "--quiet", *extra]
+           "--warmup", str(args.warmup), "--draws", str(args.draws), "--seed", str(args.seed), "--init", getattr(args, "init", "random"), "--quiet", *extra]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if res.returncode != 0:
         raise SystemExit(f"scribe run failed:\n{res.stderr}")
@@ -176,6 +176,9 @@ def replicate(grouping: str, rep: int, args) -> list[dict]:
     comp = kept_comparison(grouping, rep, sim, args, rng)
     t_post = time.monotonic() - t0
     truth = true_effects(sim)
+    # the check `scribe de` warns on (chains in different modes); draws are stored chain after chain
+    max_rhat = float(np.nanmax([D.split_rhat(np.log(g.mu).reshape(args.chains, -1, g.mu.shape[1]))
+                                for g in comp.pairs[0]]))
     gene_idx = np.array([int(g[1:]) for g in comp.genes])
     rows = []
     t0 = time.monotonic()
@@ -189,12 +192,13 @@ def replicate(grouping: str, rep: int, args) -> list[dict]:
             for target in TARGETS:
                 called = D.pefp_calls(lt, target, order)
                 rows.append({"grouping": grouping, "rep": rep, "effect": effect, "shrink": shrink, "target": target,
-                             **score(called, truth[effect][table_idx], table[D.column(effect, "mean")].to_numpy())})
+                             "max_rhat": max_rhat, **score(called, truth[effect][table_idx], table[D.column(effect, "mean")].to_numpy())})
     for target in TARGETS:
         called = welch_bh(sim["X_a"], sim["X_b"], target)
         rows.append({"grouping": grouping, "rep": rep, "effect": "welch-t+BH", "shrink": "-", "target": target,
-                     **score(called, truth["lfc"], sim["X_a"].mean(axis=0) - sim["X_b"].mean(axis=0))})
-    print(f"{grouping} rep {rep}: posterior {t_post:.1f} s, DE {time.monotonic() - t0:.1f} s", file=sys.stderr)
+                     "max_rhat": max_rhat, **score(called, truth["lfc"], sim["X_a"].mean(axis=0) - sim["X_b"].mean(axis=0))})
+    print(f"{grouping} rep {rep}: posterior {t_post:.1f} s (max split R-hat of log mu {max_rhat:.3f}), "
+          f"DE {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return rows
 
 
@@ -209,12 +213,15 @@ def aggregate(rows: list[dict]) -> list[dict]:
         out.append({"grouping": key[0], "effect": key[1], "shrink": key[2], "target": key[3], "reps": len(sel),
                     "fdp": float(fdp.mean()), "fdp_se": float(fdp.std(ddof=1) / math.sqrt(len(sel))) if len(sel) > 1 else float("nan"),
                     "pooled_fdp": sum(r["false"] for r in sel) / max(calls, 1),
-                    "called": calls / len(sel), "power": float(np.mean([r["power"] for r in sel]))})
+                    "called": calls / len(sel), "power": float(np.mean([r["power"] for r in sel])),
+                    # replicates `scribe de` warns about (rows saved before the check count as not flagged)
+                    "flagged": sum(r.get("max_rhat", 1.0) > D.RHAT_WARN for r in sel)})
     return out
 
 
 def print_table(agg: list[dict], markdown: bool) -> None:
-    head = ["grouping", "effect", "shrink", "target", "reps", "mean FDP", "+- SE", "pooled FDP", "calls", "power"]
+    head = ["grouping", "effect", "shrink", "target", "reps", "mean FDP", "+- SE", "pooled FDP", "calls", "power",
+            "R-hat > 1.1"]
     if markdown:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
@@ -222,7 +229,7 @@ def print_table(agg: list[dict], markdown: bool) -> None:
         print("\t".join(head))
     for a in agg:
         vals = [a["grouping"], a["effect"], a["shrink"], f"{a['target']:.2f}", str(a["reps"]), f"{a['fdp']:.3f}",
-                f"{a['fdp_se']:.3f}", f"{a['pooled_fdp']:.3f}", f"{a['called']:.1f}", f"{a['power']:.3f}"]
+                f"{a['fdp_se']:.3f}", f"{a['pooled_fdp']:.3f}", f"{a['called']:.1f}", f"{a['power']:.3f}", str(a["flagged"])]
         print(("| " + " | ".join(vals) + " |") if markdown else "\t".join(vals))
 
 
@@ -240,6 +247,8 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--draws", type=int, default=500, help="draws per chain (conjugate: chains x draws draws)")
+    ap.add_argument("--init", choices=["random", "pathfinder"], default="random",
+                    help="scribe run --init (pathfinder starts a mixture's chains near a mode instead of anywhere)")
     ap.add_argument("--tau", type=float, default=D.DEFAULT_TAU)
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs/de.md)")
     ap.add_argument("--keep", type=Path, help="save each replicate's posterior draws of mu and r here, and reuse them")

@@ -238,6 +238,24 @@ def test_component_labels():
         D.components_comparison(_single(rng), ["0"], ["1"])
 
 
+def test_split_rhat_and_chains_that_swap_components():
+    """Split R-hat against its definition on a hand-checkable case, and the note `scribe de` gives when the
+    chains of a mixture label the components differently (label switching between chains)."""
+    x = np.zeros((2, 4, 1))
+    x[0, :, 0] = [0.0, 1.0, 0.0, 1.0]
+    x[1, :, 0] = [0.0, 1.0, 0.0, 1.0]
+    # four half-chains [0, 1] each: within-variance 0.5, no between-variance -> sqrt((1/2) 0.5 / 0.5)
+    assert D.split_rhat(x)[0] == pytest.approx(np.sqrt(0.5))
+    rng = np.random.default_rng(3)
+    post = _mixture(rng, K=2, planted=range(20), fold=4.0)
+    assert not D.components_comparison(post, [0], [1]).notes  # the chains agree: no note
+    swapped = post.copy(deep=True)
+    for v in ("mu", "r"):
+        swapped[v].values[1] = swapped[v].values[1][..., ::-1]
+    notes = D.components_comparison(swapped, [0], [1]).notes
+    assert len(notes) == 2 and all("chains of component" in n and "20 of 60 genes" in n for n in notes)
+
+
 def test_dataset_dim_broadcasts_by_name():
     """mu per dataset stored as (chain, dataset, draw, gene) - an unusual axis order on purpose - and r shared
     (chain, draw, gene): the groups take mu's dataset slice and the same r, matched by dim names."""

@@ -140,6 +140,45 @@ def _group(mu: xr.DataArray, r: xr.DataArray, dim: str | None, label: str | None
     return Group(label=str(label) if label is not None else name, mu=mu_a, r=r_a)
 
 
+# Split R-hat above this on some gene's log mu means the chains sampled different things (Vehtari et al. 2021
+# use 1.01 for a converged fit; 1.1 flags only chains in different modes, not short chains).
+RHAT_WARN = 1.1
+
+
+def split_rhat(x: np.ndarray) -> np.ndarray:
+    """Split R-hat (Gelman et al. 2013, BDA3 11.4) of x (chain, draw, ...) over its trailing dims; NaN when
+    there are fewer than 4 draws per chain."""
+    x = np.asarray(x, dtype=np.float64)
+    half = x.shape[1] // 2
+    if half < 2:
+        return np.full(x.shape[2:], np.nan)
+    parts = np.concatenate([x[:, :half], x[:, x.shape[1] - half:]], axis=0)
+    n = parts.shape[1]
+    within = parts.var(axis=1, ddof=1).mean(axis=0)
+    between = n * parts.mean(axis=1).var(axis=0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(((n - 1) / n * within + between / n) / within)
+
+
+def mixing_note(mu: xr.DataArray, dim: str | None, label: str | None, name: str) -> str | None:
+    """A note when the chains of ``name`` disagree on the group's log mu: DE pools the chains and pairs draws
+    by index, so chains in different modes (in a mixture: one chain's component 0 being another's
+    component 1, or a component left empty) make the effects a blend of different comparisons."""
+    var = _take(mu, dim, label)
+    if any(d not in var.dims for d in SAMPLE_DIMS) or var.sizes["chain"] * var.sizes["draw"] < 8:
+        return None
+    x = np.log(np.asarray(var.transpose(*SAMPLE_DIMS, ...).values, dtype=np.float64))
+    rhat = split_rhat(x.reshape(x.shape[0], x.shape[1], -1))
+    bad = np.isfinite(rhat) & (rhat > RHAT_WARN)
+    if not bad.any():
+        return None
+    where = f"{dim} {label} of {name}" if dim else name
+    return (f"the chains of {where} disagree: split R-hat of log mu above {RHAT_WARN} for {int(bad.sum())} of "
+            f"{bad.size} genes (up to {np.nanmax(rhat):.2f}); the calls pool chains that describe different "
+            "groups (a chain stuck in another mode, or in a mixture a component labelled or emptied differently "
+            "per chain), so they mean nothing: refit (longer warmup, --init pathfinder) until R-hat is near 1")
+
+
 def _check_labels(var: xr.DataArray, dim: str, labels: list[str], name: str, option: str) -> None:
     available = _labels(var, dim)
     for lab in labels:
@@ -182,8 +221,10 @@ def components_comparison(posterior: xr.Dataset, a: list[str], b: list[str], nam
                            f"{name} is not a mixture fit (mu and r have no component dim); use --components "
                            "on a fit with --components K >= 2, or compare two fits: scribe de A.nc B.nc")
     S = pairs[0][0].mu.shape[0]
+    mu = posterior["mu"]
+    notes = [n for lab in dict.fromkeys(a + b) if (n := mixing_note(mu, "component", lab, name))]
     return Comparison("components", ",".join(a), ",".join(b), pairs, _uniform(len(pairs)), gene_names(posterior, name),
-                      n_draws_a=S, n_draws_b=S)
+                      notes=notes, n_draws_a=S, n_draws_b=S)
 
 
 def datasets_comparison(posterior: xr.Dataset, a: list[str], b: list[str], name: str = "the posterior",
@@ -208,8 +249,11 @@ def datasets_comparison(posterior: xr.Dataset, a: list[str], b: list[str], name:
     else:
         raise UserInputError(f"unknown pair weights {weights!r}; use uniform or cells")
     S = pairs[0][0].mu.shape[0]
+    mu = posterior["mu"]
+    dim = "dataset" if "dataset" in mu.dims else None
+    notes = [n for lab in dict.fromkeys(a + b) if (n := mixing_note(mu, dim, lab, name))]
     return Comparison("datasets", ",".join(a), ",".join(b), pairs, w, gene_names(posterior, name),
-                      n_draws_a=S, n_draws_b=S)
+                      notes=list(dict.fromkeys(notes)), n_draws_a=S, n_draws_b=S)
 
 
 def fits_comparison(post_a: xr.Dataset, post_b: xr.Dataset, name_a: str = "A", name_b: str = "B",
@@ -230,6 +274,7 @@ def fits_comparison(post_a: xr.Dataset, post_b: xr.Dataset, name_a: str = "A", n
     gb = _group(*gene_parameters(post_b, name_b), None, None, name_b)
     notes = [f"{name_a} and {name_b} are separate fits: their draws are independent and the comparison ignores any "
              "technical structure the groups share (a joint fit with --dataset-key pairs them properly)"]
+    notes += [n for post, nm in ((post_a, name_a), (post_b, name_b)) if (n := mixing_note(post["mu"], None, None, nm))]
     sa, sb = ga.mu.shape[0], gb.mu.shape[0]
     if sa != sb:
         n = min(sa, sb)
