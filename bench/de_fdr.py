@@ -10,7 +10,9 @@ ordered weights put A in component 0). The posterior comes from one of these gro
 - ``datasets``: one joint fit of both groups with ``--dataset-key group --expression-dataset-prior gaussian``
   (each gene's mean per dataset around a shared mean), compared with ``--datasets A B``;
 - ``components``: one 2-component NBDM mixture fit of the pooled cells, compared with ``--components 0 1``
-  (the labels are not given to the fit; component 0 has the smaller weight, i.e. group A);
+  (the labels are not given to the fit; component 0 has the smaller weight, i.e. group A). The chains start
+  at k-means clusters of the cells (``--mixture-init kmeans``, passed as ``scribe run --init FILE.json``):
+  from Stan's random starts, or pathfinder's, one component takes every cell and the fit calls nothing;
 - ``conjugate``: no Stan: r_g fixed at the truth and the conjugate posterior of p_g (p ~ Beta(1, 1)), so
   mu_g = r_g p_g / (1 - p_g). It ignores the uncertainty of r: a check of the DE arithmetic.
 
@@ -94,7 +96,9 @@ def run_scribe(X, path: Path, args, tmp: Path, extra=(), groups=None, var_names=
     ad.write_h5ad(h5)
     cmd = [sys.executable, "-m", "scribe_cli.cli", "run", str(h5), "-o", str(path), "--model", "nbdm",
            "--parameterization", "mean-disp", "--method", args.method, "--chains", str(args.chains),
-           "--warmup", str(args.warmup), "--draws", str(args.draws), "--seed", str(args.seed), "--init", getattr(args, "init", "random"), "--quiet", *extra]
+           "--warmup", str(args.warmup), "--draws", str(args.draws), "--seed", str(args.seed), "--quiet", *extra]
+    if "--init" not in extra:
+        cmd += ["--init", getattr(args, "init", "random")]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if res.returncode != 0:
         raise SystemExit(f"scribe run failed:\n{res.stderr}")
@@ -125,9 +129,45 @@ def comparison(grouping: str, sim, args, rng) -> D.Comparison:
                        extra=["--dataset-key", "group", "--expression-dataset-prior", "gaussian"])
             post = az.from_netcdf(tmp / "joint.nc").posterior.load()
             return D.datasets_comparison(post, ["A"], ["B"])
-        run_scribe(X, tmp / "mix.nc", args, tmp, extra=["--components", "2"])
+        extra = ["--components", "2"]
+        if args.mixture_init == "kmeans":
+            extra += ["--init", str(kmeans_init(X, tmp / "init.json", args.seed))]
+        run_scribe(X, tmp / "mix.nc", args, tmp, extra=extra)
         post = az.from_netcdf(tmp / "mix.nc").posterior.load()
         return D.components_comparison(post, ["0"], ["1"])
+
+
+def kmeans_init(X, path: Path, seed: int, k: int = 2, restarts: int = 10) -> Path:
+    """Starting values for a k-component NBDM mean-disp mixture from k-means (best of ``restarts``) on the top
+    10 principal components of log-normalised counts, as a user would cluster before fitting: from Stan's
+    random starts one component takes every cell and the other stays empty (R-hat ~1.8, no calls).
+    Components are numbered by increasing size, as the fit orders them by weight."""
+    from scipy.cluster.vq import kmeans2
+
+    X = np.asarray(X, dtype=float)
+    L = np.log1p(X / np.maximum(X.sum(axis=1, keepdims=True), 1) * X.sum(axis=1).mean())
+    L -= L.mean(axis=0)
+    U, s, _ = np.linalg.svd(L, full_matrices=False)
+    Z = U[:, :10] * s[:10]
+    best = None
+    for i in range(restarts):
+        centres, lab = kmeans2(Z, k, seed=seed * 1000 + i, minit="++")
+        inertia = float(((Z - centres[lab]) ** 2).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, lab)
+    lab = best[1]
+    order = np.argsort(np.bincount(lab, minlength=k), kind="stable")
+    mu, r = np.empty((X.shape[1], k)), np.empty((X.shape[1], k))
+    for j, c in enumerate(order):
+        Xc = X[lab == c]
+        m, v = Xc.mean(axis=0) + 0.05, Xc.var(axis=0)
+        mu[:, j] = m
+        # moment estimate of the NB size, kept in a range the prior and the sampler start well from
+        r[:, j] = np.clip(m ** 2 / np.maximum(v - m, 1e-3), 0.1, 100.0)
+    sizes = np.sort(np.bincount(lab, minlength=k)).astype(float)
+    weights_raw = sizes / sizes.sum() + 1e-3 * np.arange(k)  # strictly increasing (positive_ordered)
+    path.write_text(json.dumps({"mu": mu.tolist(), "r": r.tolist(), "weights_raw": weights_raw.tolist()}))
+    return path
 
 
 def welch_bh(X_a, X_b, target: float) -> np.ndarray:
@@ -249,6 +289,9 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=500, help="draws per chain (conjugate: chains x draws draws)")
     ap.add_argument("--init", choices=["random", "pathfinder"], default="random",
                     help="scribe run --init (pathfinder starts a mixture's chains near a mode instead of anywhere)")
+    ap.add_argument("--mixture-init", choices=["kmeans", "random"], default="kmeans",
+                    help="components: start the mixture at k-means clusters (written as scribe run --init FILE.json) "
+                    "or where --init says")
     ap.add_argument("--tau", type=float, default=D.DEFAULT_TAU)
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs/de.md)")
     ap.add_argument("--keep", type=Path, help="save each replicate's posterior draws of mu and r here, and reuse them")

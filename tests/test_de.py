@@ -589,3 +589,27 @@ def test_cli_effect_plot_sets(tmp_path):
     out3 = tmp_path / "v.tsv"
     _assert_clean_failure(_invoke([post, "--components", 0, 1, "--gene-sets", bad, "-o", out3]), out3, "tab-separated")
     assert not (tmp_path / "v.png").exists()
+
+
+def test_run_init_file_starts_every_chain_there(tmp_path):
+    """`scribe run --init FILE.json`: the file's values start every NUTS chain (a mixture started at clusters
+    instead of random values, from which one component can take every cell); bad values are refused."""
+    from scribe_cli import fit as F
+
+    start = {"mu": [[1.0, 2.0]], "weights_raw": [0.4, 0.6]}
+    path = tmp_path / "init.json"
+    path.write_text(json.dumps(start))
+    seen = {}
+
+    class Model:
+        def sample(self, **kw):
+            seen.update(kw)
+
+    F._nuts(Model(), {}, F.RunOptions(chains=3, init=str(path)).validate(), tmp_path)
+    assert seen["inits"] == [start] * 3
+    for bad, match in (("nope", "unknown --init"), (str(tmp_path / "missing.json"), "no such file")):
+        with pytest.raises(UserInputError, match=match):
+            F.RunOptions(init=bad).validate()
+    path.write_text("[1, 2]")
+    with pytest.raises(UserInputError, match="JSON object"):
+        F._nuts(Model(), {}, F.RunOptions(init=str(path)).validate(), tmp_path)
