@@ -254,6 +254,12 @@ def test_split_rhat_and_chains_that_swap_components():
         swapped[v].values[1] = swapped[v].values[1][..., ::-1]
     notes = D.components_comparison(swapped, [0], [1]).notes
     assert len(notes) == 2 and all("chains of component" in n and "20 of 60 genes" in n for n in notes)
+    # a component left empty: every chain agrees, but its weight gives it about one cell of 200
+    empty = post.copy(deep=True)
+    empty["weights"].values[..., 0], empty["weights"].values[..., 1] = 0.005, 0.995
+    empty.attrs["n_cells"] = 200
+    notes = D.components_comparison(empty, [0], [1]).notes
+    assert len(notes) == 1 and "component 0 of the posterior holds about 1.0 of 200 cells" in notes[0]
 
 
 def test_dataset_dim_broadcasts_by_name():

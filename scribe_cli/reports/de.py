@@ -179,6 +179,29 @@ def mixing_note(mu: xr.DataArray, dim: str | None, label: str | None, name: str)
             "per chain), so they mean nothing: refit (longer warmup, --init pathfinder) until R-hat is near 1")
 
 
+# A component whose weight gives it fewer cells than this has gene parameters drawn from their prior.
+EMPTY_CELLS = 2.0
+
+
+def empty_component_notes(posterior: xr.Dataset, labels: list[str], name: str) -> list[str]:
+    """Notes for compared components that hold about no cell (posterior mean weight x cells < EMPTY_CELLS).
+    A mixture whose data support fewer components leaves one empty, with every chain agreeing (so R-hat is
+    fine); its mu is then the prior's, and calls against it are false."""
+    n_cells = posterior.attrs.get("n_cells")
+    if "weights" not in posterior.data_vars or "component" not in posterior["weights"].dims or n_cells is None:
+        return []
+    w = posterior["weights"]
+    notes = []
+    for lab in dict.fromkeys(labels):
+        cells = float(_take(w, "component", lab).mean()) * float(n_cells)
+        if cells < EMPTY_CELLS:
+            notes.append(f"component {lab} of {name} holds about {cells:.1f} of {int(n_cells)} cells: its gene "
+                         "parameters are their prior's, so calls against it mean nothing; the data support fewer "
+                         "components (fit fewer, or, if every chain fell into one component from random starts, "
+                         "start them at clusters with scribe run --init FILE.json)")
+    return notes
+
+
 def _check_labels(var: xr.DataArray, dim: str, labels: list[str], name: str, option: str) -> None:
     available = _labels(var, dim)
     for lab in labels:
@@ -223,6 +246,7 @@ def components_comparison(posterior: xr.Dataset, a: list[str], b: list[str], nam
     S = pairs[0][0].mu.shape[0]
     mu = posterior["mu"]
     notes = [n for lab in dict.fromkeys(a + b) if (n := mixing_note(mu, "component", lab, name))]
+    notes += empty_component_notes(posterior, a + b, name)
     return Comparison("components", ",".join(a), ",".join(b), pairs, _uniform(len(pairs)), gene_names(posterior, name),
                       notes=notes, n_draws_a=S, n_draws_b=S)
 
