@@ -232,7 +232,8 @@ def replicate(grouping: str, rep: int, args) -> list[dict]:
             for target in TARGETS:
                 called = D.pefp_calls(lt, target, order)
                 rows.append({"grouping": grouping, "rep": rep, "effect": effect, "shrink": shrink, "target": target,
-                             "max_rhat": max_rhat, **score(called, truth[effect][table_idx], table[D.column(effect, "mean")].to_numpy())})
+                             "max_rhat": max_rhat, "clr_centre": float(truth["lfc"].mean()),
+                             **score(called, truth[effect][table_idx], table[D.column(effect, "mean")].to_numpy())})
     for target in TARGETS:
         called = welch_bh(sim["X_a"], sim["X_b"], target)
         rows.append({"grouping": grouping, "rep": rep, "effect": "welch-t+BH", "shrink": "-", "target": target,
@@ -259,7 +260,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def print_table(agg: list[dict], markdown: bool) -> None:
+def print_table(agg: list[dict], markdown: bool, only: list[str] | None = None) -> None:
+    if only:
+        agg = [a for a in agg if f"{a['effect']}:{a['shrink']}" in only]
     head = ["grouping", "effect", "shrink", "target", "reps", "mean FDP", "+- SE", "pooled FDP", "calls", "power",
             "R-hat > 1.1"]
     if markdown:
@@ -298,11 +301,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write every replicate's rows to this JSON file as they come "
                     "(a long run interrupted keeps what it did)")
     ap.add_argument("--from-json", type=Path, nargs="+", help="only print the tables of rows saved with --json")
+    ap.add_argument("--only", nargs="+", metavar="EFFECT:SHRINK",
+                    help="print only these rows (e.g. clr-mu:npmle welch-t+BH:-); all are computed and saved")
     args = ap.parse_args()
     groupings = GROUPINGS if args.grouping == "all" else (args.grouping,)
     if args.from_json:
         rows = [row for f in args.from_json for row in json.loads(f.read_text())]
-        print_table(aggregate(rows), args.markdown)
+        print_table(aggregate(rows), args.markdown, args.only)
         return
 
     t_start = time.monotonic()
@@ -315,7 +320,7 @@ def main() -> None:
     print(f"\nDE error rates: {', '.join(groupings)}; {args.reps} replicate(s) of {args.cells_a} + {args.cells_b} cells x "
           f"{args.genes} genes, {args.frac_de:.0%} DE (|log fc| in log 2..log 4), tau = {args.tau:.4f}, "
           f"{args.chains} x {args.draws} draws ({args.method}); {time.monotonic() - t_start:.0f} s")
-    print_table(aggregate(rows), args.markdown)
+    print_table(aggregate(rows), args.markdown, args.only)
 
 
 if __name__ == "__main__":

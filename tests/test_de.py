@@ -619,3 +619,20 @@ def test_run_init_file_starts_every_chain_there(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(UserInputError, match="JSON object"):
         F._nuts(Model(), {}, F.RunOptions(init=str(path)).validate(), tmp_path)
+
+
+def test_clr_centre_note():
+    """Changed genes that do not cancel move the CLR centre: a note when it passes tau / 2, none otherwise."""
+    rng = np.random.default_rng(4)
+    G, S = 100, 400
+    mu_b = rng.lognormal(1.0, 1.0, G)
+    r = np.full((S, G), 20.0)
+    for shift, expect in ((np.log(2.0), True), (0.0, False)):
+        mu_a = mu_b.copy()
+        mu_a[:30] *= np.exp(shift)  # 30 genes up by x2: centre 0.3 log 2 = 0.21 > tau / 2 = 0.048
+        ga = D.Group("A", mu_a[None] * np.exp(0.01 * rng.standard_normal((S, G))), r)
+        gb = D.Group("B", mu_b[None] * np.exp(0.01 * rng.standard_normal((S, G))), r)
+        comp = D.Comparison("fits", "A", "B", [(ga, gb)], np.ones(1), _genes(G))
+        notes = D.run_de(comp, shrink="none").notes
+        assert any("mean log fold change over all genes is +0.208" in n for n in notes) == expect
+        assert not D.run_de(comp, shrink="none", effect="lfc").notes

@@ -522,6 +522,21 @@ def effect_blocks(comp: Comparison, effect: str, seed: int = 0, samples_per_draw
             yield gs, _lvr_draws(comp, gs)
 
 
+def centre_notes(comp: Comparison, tau: float) -> list[str]:
+    """A note when the CLR centre (mean LFC over all genes, posterior mean) is beyond tau / 2. The CLR effect of
+    an unchanged gene is minus the centre, so changed genes whose log fold changes do not cancel (many, of one
+    sign) move every unchanged gene's share towards tau: clr-mu then calls unchanged genes, rightly for their
+    share, wrongly if the question is which genes changed (the simulations of docs/de.md, 30% of genes changed)."""
+    centre = float(np.mean(sum(_lfc_draws(comp, slice(*g)).sum(axis=1) for g in _blocks(comp.n_genes, GENE_BLOCK))
+                           / comp.n_genes))
+    if abs(centre) <= tau / 2:
+        return []
+    return [f"the mean log fold change over all genes is {centre:+.3f}: the CLR effects measure each gene against "
+            f"that centre, so an unchanged gene has a CLR effect of {-centre:+.3f} ({abs(centre) / tau:.0%} of "
+            f"tau = {tau:.3f}) and can be called; to ask which genes changed, use --effect lfc when the groups' "
+            f"depths are equal (components of one mixture fit), or a --tau of at least {2 * abs(centre):.2f}"]
+
+
 def mean_expression(comp: Comparison) -> np.ndarray:
     """Posterior mean of (mu_A + mu_B) / 2 per gene (pairs weighted): the x axis of an MA plot, and the
     quantity --min-mean masks on (in the fits' units: mean count per cell)."""
@@ -551,6 +566,8 @@ def run_de(comp: Comparison, *, effect: str = DEFAULT_EFFECT, ci: float = DEFAUL
     masked = expr < min_mean
     membership, set_names, notes = (None, [], []) if gene_sets is None else set_membership(gene_sets, comp.genes)
     cols: dict[str, np.ndarray] = {"mean_expr": expr, "masked": masked}
+    if effect in ("clr-mu", "clr-draws"):
+        notes += centre_notes(comp, tau)
     set_table = None
     for eff in EFFECTS:
         ev = {f: np.empty(G) for f in FIELDS[:7]}
