@@ -24,9 +24,11 @@ calls / calls, 0 when nothing is called) over replicates with its Monte Carlo st
 Welch t-test on log-normalised counts with Benjamini-Hochberg at the same target is the frequentist
 reference (it tests the LFC's null hypothesis, without a threshold tau).
 
-    .venv/bin/python bench/de_fdr.py --grouping fits --reps 10            # ~10 s a replicate on 2 busy cores
-    .venv/bin/python bench/de_fdr.py --grouping all --reps 10 --markdown   # the tables of docs/de.md
-    .venv/bin/python bench/de_fdr.py --grouping conjugate --reps 50        # seconds, no Stan
+    .venv/bin/python bench/de_fdr.py --grouping conjugate --reps 50        # seconds a replicate, no Stan
+    S="--cells-a 80 --cells-b 120 --genes 150 --warmup 200 --draws 300"    # the NUTS tables of docs/de.md:
+    .venv/bin/python bench/de_fdr.py --grouping fits --reps 10 $S --keep K --json fits.json    # ~1 min a replicate
+    .venv/bin/python bench/de_fdr.py --grouping components --frac-de 0.3 --reps 10 $S --keep K30 --json comp.json
+    .venv/bin/python bench/de_fdr.py --from-json fits.json comp.json --markdown --only clr-mu:npmle lfc:npmle
 """
 
 from __future__ import annotations
