@@ -371,6 +371,7 @@ def test_cli_components_end_to_end(tmp_path):
     assert {t["gene"] for t in report["top"][:3]} == {"g1", "g2", "g3"}
     meta = json.loads(metadata_path(out).read_text())
     assert meta["comparison"]["kind"] == "components" and meta["n_draws"] == 400
+    assert meta["comparison"]["effect"] == "lfc" and table["called"].equals(table["lfc_called"])  # the default
     assert meta["tau"] == pytest.approx(TAU) and meta["target"] == 0.05 and meta["files"][0]["path"].endswith("post.nc")
     # existing output is kept unless --overwrite
     before = out.read_bytes()
@@ -465,7 +466,9 @@ def test_population_effect_draws_are_clr_of_the_means():
     # a x3 depth difference shifts every LFC by log 3 (all genes called), the CLR of the means removes it
     assert table["lfc_called"].all()
     assert set(table.index[table["clr_mu_called"]]) == {"g0", "g1", "g2", "g3"}
-    assert table["called"].equals(table["clr_mu_called"])  # the default effect
+    assert D.DEFAULT_EFFECT == "lfc" and table["called"].equals(table["lfc_called"])  # the default effect
+    clr = D.de_table(comp, shrink="none", target=0.05, effect="clr-mu")
+    assert clr["called"].equals(clr["clr_mu_called"]) and clr["called"].sum() == 4
 
 
 def test_effect_option_chooses_called_and_order():
@@ -558,7 +561,7 @@ def test_gene_sets(tmp_path):
                    "elsewhere\tx\tA\tB\n# a comment\n\n")
     sets = D.read_gmt(gmt)
     assert sets["up"][-1] == "NOT_A_GENE" and len(sets) == 3
-    res = D.run_de(comp, gene_sets=sets, shrink="none")
+    res = D.run_de(comp, gene_sets=sets, shrink="none", effect="clr-mu")
     st = res.sets.set_index("set")
     assert list(st.index) == ["up", "null"] and st.loc["up", "genes_in_fit"] == 4
     assert any("share no gene" in n and "elsewhere" in n for n in res.notes)
@@ -636,6 +639,9 @@ def test_clr_centre_note():
         ga = D.Group("A", mu_a[None] * np.exp(0.01 * rng.standard_normal((S, G))), r)
         gb = D.Group("B", mu_b[None] * np.exp(0.01 * rng.standard_normal((S, G))), r)
         comp = D.Comparison("fits", "A", "B", [(ga, gb)], np.ones(1), _genes(G))
-        notes = D.run_de(comp, shrink="none").notes
-        assert any("mean log fold change over all genes is +0.208" in n for n in notes) == expect
-        assert not D.run_de(comp, shrink="none", effect="lfc").notes
+        for effect in ("clr-mu", "clr-draws"):
+            notes = D.run_de(comp, shrink="none", effect=effect).notes
+            assert any("mean log fold change over all genes is +0.208" in n for n in notes) == expect
+        for effect in ("lfc", "lvr"):  # the note concerns the CLR effects only (lfc is the default)
+            assert not D.run_de(comp, shrink="none", effect=effect).notes
+        assert not D.run_de(comp, shrink="none").notes
