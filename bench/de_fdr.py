@@ -10,7 +10,9 @@ ordered weights put A in component 0). The posterior comes from one of these gro
 - ``datasets``: one joint fit of both groups with ``--dataset-key group --expression-dataset-prior gaussian``
   (each gene's mean per dataset around a shared mean), compared with ``--datasets A B``;
 - ``components``: one 2-component NBDM mixture fit of the pooled cells, compared with ``--components 0 1``
-  (the labels are not given to the fit; component 0 has the smaller weight, i.e. group A);
+  (the labels are not given to the fit; component 0 has the smaller weight, i.e. group A). The chains start
+  at k-means clusters of the cells (``--mixture-init kmeans``, passed as ``scribe run --init FILE.json``):
+  from Stan's random starts, or pathfinder's, one component takes every cell and the fit calls nothing;
 - ``conjugate``: no Stan: r_g fixed at the truth and the conjugate posterior of p_g (p ~ Beta(1, 1)), so
   mu_g = r_g p_g / (1 - p_g). It ignores the uncertainty of r: a check of the DE arithmetic.
 
@@ -22,9 +24,11 @@ calls / calls, 0 when nothing is called) over replicates with its Monte Carlo st
 Welch t-test on log-normalised counts with Benjamini-Hochberg at the same target is the frequentist
 reference (it tests the LFC's null hypothesis, without a threshold tau).
 
-    .venv/bin/python bench/de_fdr.py --grouping fits --reps 10            # ~10 s a replicate on 2 busy cores
-    .venv/bin/python bench/de_fdr.py --grouping all --reps 10 --markdown   # the tables of docs/de.md
-    .venv/bin/python bench/de_fdr.py --grouping conjugate --reps 50        # seconds, no Stan
+    .venv/bin/python bench/de_fdr.py --grouping conjugate --reps 50        # seconds a replicate, no Stan
+    S="--cells-a 80 --cells-b 120 --genes 150 --warmup 200 --draws 300"    # the NUTS tables of docs/de.md:
+    .venv/bin/python bench/de_fdr.py --grouping fits --reps 10 $S --keep K --json fits.json    # ~1 min a replicate
+    .venv/bin/python bench/de_fdr.py --grouping components --frac-de 0.3 --reps 10 $S --keep K30 --json comp.json
+    .venv/bin/python bench/de_fdr.py --from-json fits.json comp.json --markdown --only clr-mu:npmle lfc:npmle
 """
 
 from __future__ import annotations
@@ -95,6 +99,8 @@ def run_scribe(X, path: Path, args, tmp: Path, extra=(), groups=None, var_names=
     cmd = [sys.executable, "-m", "scribe_cli.cli", "run", str(h5), "-o", str(path), "--model", "nbdm",
            "--parameterization", "mean-disp", "--method", args.method, "--chains", str(args.chains),
            "--warmup", str(args.warmup), "--draws", str(args.draws), "--seed", str(args.seed), "--quiet", *extra]
+    if "--init" not in extra:
+        cmd += ["--init", getattr(args, "init", "random")]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if res.returncode != 0:
         raise SystemExit(f"scribe run failed:\n{res.stderr}")
@@ -125,9 +131,45 @@ def comparison(grouping: str, sim, args, rng) -> D.Comparison:
                        extra=["--dataset-key", "group", "--expression-dataset-prior", "gaussian"])
             post = az.from_netcdf(tmp / "joint.nc").posterior.load()
             return D.datasets_comparison(post, ["A"], ["B"])
-        run_scribe(X, tmp / "mix.nc", args, tmp, extra=["--components", "2"])
+        extra = ["--components", "2"]
+        if args.mixture_init == "kmeans":
+            extra += ["--init", str(kmeans_init(X, tmp / "init.json", args.seed))]
+        run_scribe(X, tmp / "mix.nc", args, tmp, extra=extra)
         post = az.from_netcdf(tmp / "mix.nc").posterior.load()
         return D.components_comparison(post, ["0"], ["1"])
+
+
+def kmeans_init(X, path: Path, seed: int, k: int = 2, restarts: int = 10) -> Path:
+    """Starting values for a k-component NBDM mean-disp mixture from k-means (best of ``restarts``) on the top
+    10 principal components of log-normalised counts, as a user would cluster before fitting: from Stan's
+    random starts one component takes every cell and the other stays empty (R-hat ~1.8, no calls).
+    Components are numbered by increasing size, as the fit orders them by weight."""
+    from scipy.cluster.vq import kmeans2
+
+    X = np.asarray(X, dtype=float)
+    L = np.log1p(X / np.maximum(X.sum(axis=1, keepdims=True), 1) * X.sum(axis=1).mean())
+    L -= L.mean(axis=0)
+    U, s, _ = np.linalg.svd(L, full_matrices=False)
+    Z = U[:, :10] * s[:10]
+    best = None
+    for i in range(restarts):
+        centres, lab = kmeans2(Z, k, seed=seed * 1000 + i, minit="++")
+        inertia = float(((Z - centres[lab]) ** 2).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, lab)
+    lab = best[1]
+    order = np.argsort(np.bincount(lab, minlength=k), kind="stable")
+    mu, r = np.empty((X.shape[1], k)), np.empty((X.shape[1], k))
+    for j, c in enumerate(order):
+        Xc = X[lab == c]
+        m, v = Xc.mean(axis=0) + 0.05, Xc.var(axis=0)
+        mu[:, j] = m
+        # moment estimate of the NB size, kept in a range the prior and the sampler start well from
+        r[:, j] = np.clip(m ** 2 / np.maximum(v - m, 1e-3), 0.1, 100.0)
+    sizes = np.sort(np.bincount(lab, minlength=k)).astype(float)
+    weights_raw = sizes / sizes.sum() + 1e-3 * np.arange(k)  # strictly increasing (positive_ordered)
+    path.write_text(json.dumps({"mu": mu.tolist(), "r": r.tolist(), "weights_raw": weights_raw.tolist()}))
+    return path
 
 
 def welch_bh(X_a, X_b, target: float) -> np.ndarray:
@@ -176,6 +218,9 @@ def replicate(grouping: str, rep: int, args) -> list[dict]:
     comp = kept_comparison(grouping, rep, sim, args, rng)
     t_post = time.monotonic() - t0
     truth = true_effects(sim)
+    # the check `scribe de` warns on (chains in different modes); draws are stored chain after chain
+    max_rhat = float(np.nanmax([D.split_rhat(np.log(g.mu).reshape(args.chains, -1, g.mu.shape[1]))
+                                for g in comp.pairs[0]]))
     gene_idx = np.array([int(g[1:]) for g in comp.genes])
     rows = []
     t0 = time.monotonic()
@@ -189,12 +234,14 @@ def replicate(grouping: str, rep: int, args) -> list[dict]:
             for target in TARGETS:
                 called = D.pefp_calls(lt, target, order)
                 rows.append({"grouping": grouping, "rep": rep, "effect": effect, "shrink": shrink, "target": target,
+                             "max_rhat": max_rhat, "clr_centre": float(truth["lfc"].mean()),
                              **score(called, truth[effect][table_idx], table[D.column(effect, "mean")].to_numpy())})
     for target in TARGETS:
         called = welch_bh(sim["X_a"], sim["X_b"], target)
         rows.append({"grouping": grouping, "rep": rep, "effect": "welch-t+BH", "shrink": "-", "target": target,
-                     **score(called, truth["lfc"], sim["X_a"].mean(axis=0) - sim["X_b"].mean(axis=0))})
-    print(f"{grouping} rep {rep}: posterior {t_post:.1f} s, DE {time.monotonic() - t0:.1f} s", file=sys.stderr)
+                     "max_rhat": max_rhat, **score(called, truth["lfc"], sim["X_a"].mean(axis=0) - sim["X_b"].mean(axis=0))})
+    print(f"{grouping} rep {rep}: posterior {t_post:.1f} s (max split R-hat of log mu {max_rhat:.3f}), "
+          f"DE {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return rows
 
 
@@ -209,12 +256,17 @@ def aggregate(rows: list[dict]) -> list[dict]:
         out.append({"grouping": key[0], "effect": key[1], "shrink": key[2], "target": key[3], "reps": len(sel),
                     "fdp": float(fdp.mean()), "fdp_se": float(fdp.std(ddof=1) / math.sqrt(len(sel))) if len(sel) > 1 else float("nan"),
                     "pooled_fdp": sum(r["false"] for r in sel) / max(calls, 1),
-                    "called": calls / len(sel), "power": float(np.mean([r["power"] for r in sel]))})
+                    "called": calls / len(sel), "power": float(np.mean([r["power"] for r in sel])),
+                    # replicates `scribe de` warns about (rows saved before the check count as not flagged)
+                    "flagged": sum(r.get("max_rhat", 1.0) > D.RHAT_WARN for r in sel)})
     return out
 
 
-def print_table(agg: list[dict], markdown: bool) -> None:
-    head = ["grouping", "effect", "shrink", "target", "reps", "mean FDP", "+- SE", "pooled FDP", "calls", "power"]
+def print_table(agg: list[dict], markdown: bool, only: list[str] | None = None) -> None:
+    if only:
+        agg = [a for a in agg if f"{a['effect']}:{a['shrink']}" in only]
+    head = ["grouping", "effect", "shrink", "target", "reps", "mean FDP", "+- SE", "pooled FDP", "calls", "power",
+            "R-hat > 1.1"]
     if markdown:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
@@ -222,7 +274,7 @@ def print_table(agg: list[dict], markdown: bool) -> None:
         print("\t".join(head))
     for a in agg:
         vals = [a["grouping"], a["effect"], a["shrink"], f"{a['target']:.2f}", str(a["reps"]), f"{a['fdp']:.3f}",
-                f"{a['fdp_se']:.3f}", f"{a['pooled_fdp']:.3f}", f"{a['called']:.1f}", f"{a['power']:.3f}"]
+                f"{a['fdp_se']:.3f}", f"{a['pooled_fdp']:.3f}", f"{a['called']:.1f}", f"{a['power']:.3f}", str(a["flagged"])]
         print(("| " + " | ".join(vals) + " |") if markdown else "\t".join(vals))
 
 
@@ -240,17 +292,24 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--draws", type=int, default=500, help="draws per chain (conjugate: chains x draws draws)")
+    ap.add_argument("--init", choices=["random", "pathfinder"], default="random",
+                    help="scribe run --init (pathfinder starts a mixture's chains near a mode instead of anywhere)")
+    ap.add_argument("--mixture-init", choices=["kmeans", "random"], default="kmeans",
+                    help="components: start the mixture at k-means clusters (written as scribe run --init FILE.json) "
+                    "or where --init says")
     ap.add_argument("--tau", type=float, default=D.DEFAULT_TAU)
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs/de.md)")
     ap.add_argument("--keep", type=Path, help="save each replicate's posterior draws of mu and r here, and reuse them")
     ap.add_argument("--json", type=Path, help="write every replicate's rows to this JSON file as they come "
                     "(a long run interrupted keeps what it did)")
     ap.add_argument("--from-json", type=Path, nargs="+", help="only print the tables of rows saved with --json")
+    ap.add_argument("--only", nargs="+", metavar="EFFECT:SHRINK",
+                    help="print only these rows (e.g. clr-mu:npmle welch-t+BH:-); all are computed and saved")
     args = ap.parse_args()
     groupings = GROUPINGS if args.grouping == "all" else (args.grouping,)
     if args.from_json:
         rows = [row for f in args.from_json for row in json.loads(f.read_text())]
-        print_table(aggregate(rows), args.markdown)
+        print_table(aggregate(rows), args.markdown, args.only)
         return
 
     t_start = time.monotonic()
@@ -263,7 +322,7 @@ def main() -> None:
     print(f"\nDE error rates: {', '.join(groupings)}; {args.reps} replicate(s) of {args.cells_a} + {args.cells_b} cells x "
           f"{args.genes} genes, {args.frac_de:.0%} DE (|log fc| in log 2..log 4), tau = {args.tau:.4f}, "
           f"{args.chains} x {args.draws} draws ({args.method}); {time.monotonic() - t_start:.0f} s")
-    print_table(aggregate(rows), args.markdown)
+    print_table(aggregate(rows), args.markdown, args.only)
 
 
 if __name__ == "__main__":

@@ -154,8 +154,10 @@ def _load_config_file(ctx, _param, value):
 @click.option("--warmup", type=int, default=1000, show_default=True, help="NUTS warmup iterations per chain.")
 @click.option("--draws", type=int, default=1000, show_default=True, help="Draws per chain (approximate draws for pathfinder/ADVI/laplace).")
 @click.option("--seed", type=int, help="Random seed [default: random, recorded in the output and in --print-config].")
-@click.option("--init", type=click.Choice(["random", "pathfinder"]), default="random", show_default=True,
-              help="NUTS starting points: Stan's random inits, or draws of a pathfinder run (one path per chain).")
+@click.option("--init", default="random", show_default=True,
+              help="NUTS starting points: random (Stan's random inits), pathfinder (draws of a pathfinder run, one "
+                   "path per chain), or FILE.json (starting values in Stan's JSON format, any subset of the "
+                   "parameters, the rest random; e.g. a mixture's mu per gene and component from a clustering).")
 @click.option("--adapt-delta", type=float, default=0.8, show_default=True, help="NUTS target acceptance rate.")
 @click.option("--max-treedepth", type=int, default=10, show_default=True, help="NUTS maximum tree depth.")
 @click.option("--float32", is_flag=True, help="Store cell-level arrays as float32 (halves large outputs).")

@@ -53,12 +53,17 @@ def sibling(output: Path, suffix: str) -> Path:
     return output.with_name(output.name.removesuffix(".tsv") + suffix)
 
 
-EFFECT_HELP = ("Effect that `called` and the sort use (every effect's columns are written): "
+EFFECT_HELP = ("Effect that `called` and the sort use (every effect's columns are written). "
+               "lfc = log(mu_A / mu_B), the change of the gene's mean count per cell (the default: the best power "
+               "at the promised error rate in every benchmark grouping, docs/de.md; any depth difference between "
+               "the groups shifts every gene); "
                "clr-mu = CLR(mu_A) - CLR(mu_B), the change of the gene's share of the population's expected "
-               "expression (depth-free; the default: best power at the promised error rate, docs/de.md); "
-               "lfc = log(mu_A / mu_B) (shifted by any depth difference between the groups); "
+               "expression (depth-free: use it when the groups differ in sequencing depth, e.g. separate fits of "
+               "different batches; a note is printed when the CLR centre, the mean LFC over genes, passes tau / 2, "
+               "since unchanged genes can then be called); "
                "lvr = log variance ratio, Var = mu + mu^2 / r (a change of noise); "
-               "clr-draws = CLR difference of compositions drawn with Gamma(r) noise (do two random cells differ).")
+               "clr-draws = CLR difference of compositions drawn with Gamma(r) noise (do two random cells differ; "
+               "the same centre note).")
 
 
 @click.command()
@@ -72,7 +77,7 @@ EFFECT_HELP = ("Effect that `called` and the sort use (every effect's columns ar
                    "averaged at each draw.")
 @click.option("--pair-weights", type=click.Choice(["uniform", "cells"]), default="uniform", show_default=True,
               help="Weights of the pairs when averaging several (--datasets comma lists): uniform, or by the pair's cells.")
-@click.option("--effect", type=click.Choice(["clr-mu", "lfc", "lvr", "clr-draws"]), default="clr-mu",
+@click.option("--effect", type=click.Choice(["lfc", "clr-mu", "lvr", "clr-draws"]), default="lfc",
               show_default=True, help=EFFECT_HELP)
 @click.option("--shrink", type=click.Choice(["npmle", "ash", "none"]), default="npmle", show_default=True,
               help="Empirical-Bayes shrinkage of every effect across genes, fitted to all genes' posterior means and "

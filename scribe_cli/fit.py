@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,11 @@ class RunOptions:
         if self.max_treedepth < 1:
             raise UserInputError("--max-treedepth must be at least 1")
         if self.init not in INITS:
-            raise UserInputError(f"unknown --init '{self.init}'; use one of {', '.join(INITS)}")
+            if not self.init.endswith(".json"):
+                raise UserInputError(f"unknown --init '{self.init}'; use one of {', '.join(INITS)} or a .json file "
+                                     "of starting values")
+            if not Path(self.init).is_file():
+                raise UserInputError(f"--init {self.init}: no such file")
         if not 0 <= self.seed < 2**31:
             raise UserInputError("--seed must be between 0 and 2147483647")
         return self
@@ -53,6 +58,18 @@ def _nuts(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None =
         (output_dir / "init").mkdir(exist_ok=True)
         pf = _pathfinder(model, data, opts, output_dir / "init")
         inits = pf.create_inits(seed=opts.seed, chains=opts.chains)
+    elif opts.init not in INITS:
+        # A file of starting values (any subset of the parameters; Stan draws the rest at random). Every chain
+        # starts there, e.g. a mixture's components at the clusters of a clustering: from random starts one
+        # component can take every cell and the other stay empty for the whole run.
+        # (one dict per chain: cmdstanpy then writes the per-chain files <f>_1.json... the driver reads)
+        try:
+            start = json.loads(Path(opts.init).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"--init {opts.init}: not a JSON file of starting values ({exc})") from None
+        if not isinstance(start, dict):
+            raise UserInputError(f"--init {opts.init}: expected a JSON object of parameter names to values")
+        inits = [start] * opts.chains
     return model.sample(
         inits=inits,
         data=data,

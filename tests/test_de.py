@@ -238,6 +238,30 @@ def test_component_labels():
         D.components_comparison(_single(rng), ["0"], ["1"])
 
 
+def test_split_rhat_and_chains_that_swap_components():
+    """Split R-hat against its definition on a hand-checkable case, and the note `scribe de` gives when the
+    chains of a mixture label the components differently (label switching between chains)."""
+    x = np.zeros((2, 4, 1))
+    x[0, :, 0] = [0.0, 1.0, 0.0, 1.0]
+    x[1, :, 0] = [0.0, 1.0, 0.0, 1.0]
+    # four half-chains [0, 1] each: within-variance 0.5, no between-variance -> sqrt((1/2) 0.5 / 0.5)
+    assert D.split_rhat(x)[0] == pytest.approx(np.sqrt(0.5))
+    rng = np.random.default_rng(3)
+    post = _mixture(rng, K=2, planted=range(20), fold=4.0)
+    assert not D.components_comparison(post, [0], [1]).notes  # the chains agree: no note
+    swapped = post.copy(deep=True)
+    for v in ("mu", "r"):
+        swapped[v].values[1] = swapped[v].values[1][..., ::-1]
+    notes = D.components_comparison(swapped, [0], [1]).notes
+    assert len(notes) == 2 and all("chains of component" in n and "20 of 60 genes" in n for n in notes)
+    # a component left empty: every chain agrees, but its weight gives it about one cell of 200
+    empty = post.copy(deep=True)
+    empty["weights"].values[..., 0], empty["weights"].values[..., 1] = 0.005, 0.995
+    empty.attrs["n_cells"] = 200
+    notes = D.components_comparison(empty, [0], [1]).notes
+    assert len(notes) == 1 and "component 0 of the posterior holds about 1.0 of 200 cells" in notes[0]
+
+
 def test_dataset_dim_broadcasts_by_name():
     """mu per dataset stored as (chain, dataset, draw, gene) - an unusual axis order on purpose - and r shared
     (chain, draw, gene): the groups take mu's dataset slice and the same r, matched by dim names."""
@@ -347,6 +371,7 @@ def test_cli_components_end_to_end(tmp_path):
     assert {t["gene"] for t in report["top"][:3]} == {"g1", "g2", "g3"}
     meta = json.loads(metadata_path(out).read_text())
     assert meta["comparison"]["kind"] == "components" and meta["n_draws"] == 400
+    assert meta["comparison"]["effect"] == "lfc" and table["called"].equals(table["lfc_called"])  # the default
     assert meta["tau"] == pytest.approx(TAU) and meta["target"] == 0.05 and meta["files"][0]["path"].endswith("post.nc")
     # existing output is kept unless --overwrite
     before = out.read_bytes()
@@ -377,7 +402,10 @@ def test_cli_datasets_and_two_fits(tmp_path):
     assert "ignores any technical structure" in result.stderr and "subsampled to 200" in result.stderr
     report = json.loads(result.stdout)
     assert report["table"] == str(tmp_path / "A.de.vs_B.tsv") and report["draws"] == 200
-    assert len(json.loads((tmp_path / "A.de.vs_B.meta.json").read_text())["notes"]) == 2
+    notes = json.loads((tmp_path / "A.de.vs_B.meta.json").read_text())["notes"]
+    # the two pairing notes; random gene means may also move the CLR centre (its own note)
+    assert sum("ignores any technical" in n or "subsampled" in n for n in notes) == 2
+    assert all("ignores any technical" in n or "subsampled" in n or "CLR effects" in n for n in notes)
 
 
 @pytest.mark.parametrize("case, fragment", [
@@ -438,7 +466,9 @@ def test_population_effect_draws_are_clr_of_the_means():
     # a x3 depth difference shifts every LFC by log 3 (all genes called), the CLR of the means removes it
     assert table["lfc_called"].all()
     assert set(table.index[table["clr_mu_called"]]) == {"g0", "g1", "g2", "g3"}
-    assert table["called"].equals(table["clr_mu_called"])  # the default effect
+    assert D.DEFAULT_EFFECT == "lfc" and table["called"].equals(table["lfc_called"])  # the default effect
+    clr = D.de_table(comp, shrink="none", target=0.05, effect="clr-mu")
+    assert clr["called"].equals(clr["clr_mu_called"]) and clr["called"].sum() == 4
 
 
 def test_effect_option_chooses_called_and_order():
@@ -531,7 +561,7 @@ def test_gene_sets(tmp_path):
                    "elsewhere\tx\tA\tB\n# a comment\n\n")
     sets = D.read_gmt(gmt)
     assert sets["up"][-1] == "NOT_A_GENE" and len(sets) == 3
-    res = D.run_de(comp, gene_sets=sets, shrink="none")
+    res = D.run_de(comp, gene_sets=sets, shrink="none", effect="clr-mu")
     st = res.sets.set_index("set")
     assert list(st.index) == ["up", "null"] and st.loc["up", "genes_in_fit"] == 4
     assert any("share no gene" in n and "elsewhere" in n for n in res.notes)
@@ -571,3 +601,47 @@ def test_cli_effect_plot_sets(tmp_path):
     out3 = tmp_path / "v.tsv"
     _assert_clean_failure(_invoke([post, "--components", 0, 1, "--gene-sets", bad, "-o", out3]), out3, "tab-separated")
     assert not (tmp_path / "v.png").exists()
+
+
+def test_run_init_file_starts_every_chain_there(tmp_path):
+    """`scribe run --init FILE.json`: the file's values start every NUTS chain (a mixture started at clusters
+    instead of random values, from which one component can take every cell); bad values are refused."""
+    from scribe_cli import fit as F
+
+    start = {"mu": [[1.0, 2.0]], "weights_raw": [0.4, 0.6]}
+    path = tmp_path / "init.json"
+    path.write_text(json.dumps(start))
+    seen = {}
+
+    class Model:
+        def sample(self, **kw):
+            seen.update(kw)
+
+    F._nuts(Model(), {}, F.RunOptions(chains=3, init=str(path)).validate(), tmp_path)
+    assert seen["inits"] == [start] * 3
+    for bad, match in (("nope", "unknown --init"), (str(tmp_path / "missing.json"), "no such file")):
+        with pytest.raises(UserInputError, match=match):
+            F.RunOptions(init=bad).validate()
+    path.write_text("[1, 2]")
+    with pytest.raises(UserInputError, match="JSON object"):
+        F._nuts(Model(), {}, F.RunOptions(init=str(path)).validate(), tmp_path)
+
+
+def test_clr_centre_note():
+    """Changed genes that do not cancel move the CLR centre: a note when it passes tau / 2, none otherwise."""
+    rng = np.random.default_rng(4)
+    G, S = 100, 400
+    mu_b = rng.lognormal(1.0, 1.0, G)
+    r = np.full((S, G), 20.0)
+    for shift, expect in ((np.log(2.0), True), (0.0, False)):
+        mu_a = mu_b.copy()
+        mu_a[:30] *= np.exp(shift)  # 30 genes up by x2: centre 0.3 log 2 = 0.21 > tau / 2 = 0.048
+        ga = D.Group("A", mu_a[None] * np.exp(0.01 * rng.standard_normal((S, G))), r)
+        gb = D.Group("B", mu_b[None] * np.exp(0.01 * rng.standard_normal((S, G))), r)
+        comp = D.Comparison("fits", "A", "B", [(ga, gb)], np.ones(1), _genes(G))
+        for effect in ("clr-mu", "clr-draws"):
+            notes = D.run_de(comp, shrink="none", effect=effect).notes
+            assert any("mean log fold change over all genes is +0.208" in n for n in notes) == expect
+        for effect in ("lfc", "lvr"):  # the note concerns the CLR effects only (lfc is the default)
+            assert not D.run_de(comp, shrink="none", effect=effect).notes
+        assert not D.run_de(comp, shrink="none").notes
