@@ -29,6 +29,7 @@ reference (it tests the LFC's null hypothesis, without a threshold tau).
     .venv/bin/python bench/de_fdr.py --grouping fits --reps 10 $S --keep K --json fits.json    # ~1 min a replicate
     .venv/bin/python bench/de_fdr.py --grouping components --frac-de 0.3 --reps 10 $S --keep K30 --json comp.json
     .venv/bin/python bench/de_fdr.py --from-json fits.json comp.json --markdown --only clr-mu:npmle lfc:npmle
+    .venv/bin/python bench/de_fdr.py --from-json fits.json comp.json --plot fdp.png     # FDP and power figure
 """
 
 from __future__ import annotations
@@ -278,6 +279,40 @@ def print_table(agg: list[dict], markdown: bool, only: list[str] | None = None) 
         print(("| " + " | ".join(vals) + " |") if markdown else "\t".join(vals))
 
 
+def plot(agg: list[dict], path: Path) -> None:
+    """Realised FDP (+- 2 Monte Carlo SE) and power against the target, per grouping, for the default shrink."""
+    import matplotlib
+    matplotlib.use("Agg")  # headless: write the file, never open a window
+    import matplotlib.pyplot as plt
+
+    fig, (ax_fdp, ax_pow) = plt.subplots(1, 2, figsize=(10, 4.2))
+    groupings = [g for g in (*GROUPINGS, "conjugate") if any(a["grouping"] == g for a in agg)]
+    for i, g in enumerate(groupings):
+        for effect, style in (("lfc", "-"), ("clr-mu", "--")):
+            sel = sorted((a for a in agg if (a["grouping"], a["effect"], a["shrink"]) == (g, effect, "npmle")),
+                         key=lambda a: a["target"])
+            if not sel:
+                continue
+            # nudge each curve sideways so that error bars at the same target do not hide each other
+            x = np.array([a["target"] for a in sel]) + 0.002 * (2 * i + (effect == "clr-mu") - len(groupings) + 0.5)
+            kw = dict(color=f"C{i}", ls=style, marker="o", ms=4, label=f"{g}, {effect}")
+            ax_fdp.errorbar(x, [a["fdp"] for a in sel], yerr=[2 * np.nan_to_num(a["fdp_se"]) for a in sel],
+                            capsize=3, **kw)
+            ax_pow.plot(x, [a["power"] for a in sel], **kw)
+    ax_fdp.plot([0, 0.22], [0, 0.22], color="grey", lw=1, label="FDP = target")
+    for ax, ylabel in ((ax_fdp, "mean realised FDP (+- 2 SE)"), (ax_pow, "power")):
+        ax.set_xticks(TARGETS)
+        ax.set_xlabel("target (npmle shrinkage)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    ax_fdp.set_title("realised FDP against target")
+    ax_pow.set_title("power (true genes called / true genes)")
+    ax_fdp.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--grouping", choices=[*GROUPINGS, "conjugate", "all"], default="fits",
@@ -305,11 +340,15 @@ def main() -> None:
     ap.add_argument("--from-json", type=Path, nargs="+", help="only print the tables of rows saved with --json")
     ap.add_argument("--only", nargs="+", metavar="EFFECT:SHRINK",
                     help="print only these rows (e.g. clr-mu:npmle welch-t+BH:-); all are computed and saved")
+    ap.add_argument("--plot", type=Path, metavar="FILE.png",
+                    help="also draw FDP and power against the target (lfc and clr-mu, npmle) to this PNG")
     args = ap.parse_args()
     groupings = GROUPINGS if args.grouping == "all" else (args.grouping,)
     if args.from_json:
         rows = [row for f in args.from_json for row in json.loads(f.read_text())]
         print_table(aggregate(rows), args.markdown, args.only)
+        if args.plot:
+            plot(aggregate(rows), args.plot)
         return
 
     t_start = time.monotonic()
@@ -323,6 +362,8 @@ def main() -> None:
           f"{args.genes} genes, {args.frac_de:.0%} DE (|log fc| in log 2..log 4), tau = {args.tau:.4f}, "
           f"{args.chains} x {args.draws} draws ({args.method}); {time.monotonic() - t_start:.0f} s")
     print_table(aggregate(rows), args.markdown, args.only)
+    if args.plot:
+        plot(aggregate(rows), args.plot)
 
 
 if __name__ == "__main__":
