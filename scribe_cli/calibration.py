@@ -46,9 +46,9 @@ def ranked_variables(ds: xr.Dataset) -> list[str]:
 
 
 def data_chosen_coordinates(config) -> set[str]:
-    """Sampled coordinates whose layout the data choose (a split gate hierarchy: which genes are centred,
+    """Sampled coordinates whose layout the data choose (a split gate or p hierarchy: which genes are centred,
     scribe_cli/centring.py): the truth's (from the prior program) and a fit's need not hold the same genes, so
-    they cannot be ranked element by element. The gate itself (one per gene) is ranked."""
+    they cannot be ranked element by element. The gate and p themselves (one per gene) are ranked."""
     return ({"gate_z", "gate_centred"} if config.gate_split else set()) | \
         ({"prob_z", "prob_centred"} if config.prob_split else set())
 
