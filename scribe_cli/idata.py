@@ -134,15 +134,17 @@ def check_output_path(path: Path, overwrite: bool) -> None:
 
 
 def write_netcdf(idata: az.InferenceData, path: Path, float32: bool = False) -> None:
-    """Write (zlib-compressed) to a temporary file beside the target, then rename: readers never see a
-    partial file, and Ctrl-C leaves only the temporary file's removal to do."""
+    """Write to a temporary file beside the target, then rename: readers never see a partial file, and Ctrl-C
+    leaves only the temporary file's removal to do. Uncompressed: posterior draws are noise to zlib (it saved
+    21% of a 2000 x 1000 NBDM posterior's 192 MB and took 7.7 s against 0.8 s), and the write is in the way
+    of every run."""
     if float32:
         for group in idata.groups():
             ds = getattr(idata, group)
             for name, da in list(ds.data_vars.items()):
                 if "cell" in da.dims and da.dtype == np.float64:
                     ds[name] = da.astype(np.float32)
-    atomic_write(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf"))
+    atomic_write(path, lambda tmp: idata.to_netcdf(tmp, engine="h5netcdf", compress=False))
 
 
 # Variables whose axes are known by name (docs/models.md), used when their sizes match the data's.
