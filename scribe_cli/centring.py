@@ -125,8 +125,8 @@ def _hessians(x: np.ndarray, coords: tuple, objective) -> np.ndarray:
     return 0.5 * (H + H.transpose(0, 2, 1))
 
 
-def prob_evidence(X: sp.csr_matrix) -> np.ndarray:
-    """Per gene, the standard error of logit(p) = log mu - log r of a penalised NB fit with the gene's own p
+def prob_evidence(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Per gene, logit(p) = log mu - log r of a penalised NB fit with the gene's own p, and its standard error
     (inf where the curvature says nothing). What pins p is the overdispersion a gene's counts show: plenty of
     counts pin it, a handful leave it to the prior."""
     args, log_mean = _histograms(X)
@@ -142,7 +142,27 @@ def prob_evidence(X: sp.csr_matrix) -> np.ndarray:
     ok = np.all(np.linalg.eigvalsh(H) > 0, axis=1)
     V = np.linalg.inv(H[ok])
     se[ok] = np.sqrt(np.maximum(V[:, 0, 0] + V[:, 1, 1] - 2 * V[:, 0, 1], 0.0))
-    return se
+    return nb[:G] - nb[G:2 * G], se
+
+
+def population_scale(theta: np.ndarray, se: np.ndarray) -> tuple[float, float]:
+    """Centre and spread (m, sigma) of the per-gene estimates theta (standard errors se) under the normal
+    hierarchy theta_g ~ N(m, sigma^2 + se_g^2), by maximum marginal likelihood (empirical Bayes): what the
+    data say the hierarchy's centre and scale are, before any sampling. Genes with infinite se say nothing."""
+    ok = np.isfinite(se) & np.isfinite(theta)
+    t, v = theta[ok], se[ok] ** 2
+    if t.size < 2:
+        return (float(t.mean()) if t.size else 0.0), 0.0
+
+    def profile(log_sigma):
+        w = 1.0 / (np.exp(2 * log_sigma) + v)
+        m = np.sum(w * t) / np.sum(w)
+        return 0.5 * np.sum(w * (t - m) ** 2 - np.log(w)), m
+
+    spread = float(np.std(t)) + 1e-3
+    res = optimize.minimize_scalar(lambda ls: profile(ls)[0], bounds=(np.log(1e-4), np.log(10 * spread)),
+                                   method="bounded")
+    return float(profile(res.x)[1]), float(np.exp(res.x))
 
 
 def gate_evidence(X: sp.csr_matrix, shared_p: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -208,10 +228,31 @@ def gate_split_data(X: sp.csr_matrix, shared_p: bool, name: str = "gate") -> dic
     return _split(name, (se < CENTRED_SD) & (lr > CENTRED_LR))
 
 
-def prob_split_data(X: sp.csr_matrix, name: str = "prob") -> dict:
-    """Genes whose logit(p) the data pin within CENTRED_SD are centred. Non-centred p made the hierarchy's
-    centre and scale crawl: with a p per gene that its counts pin down, prob_loc and prob_sigma can only move
-    with every z at once (PBMC, 2,000 genes, default nbdm, 1 chain x (150 + 100): bulk ESS of prob_sigma
-    1.5 non-centred, 143 centred, and 63 -> 31 leapfrog steps per draw)."""
-    se = _kept(("prob",) + _content_key(X, False), lambda: prob_evidence(X))
-    return _split(name, se < CENTRED_SD)
+def prob_centred(theta: np.ndarray, se: np.ndarray, family: str) -> np.ndarray:
+    """Which genes' logit(p) to sample centred: those the data pin more tightly than the prior they get.
+
+    The textbook criterion (Betancourt & Girolami 2015) compares a gene's likelihood width se_g with its prior
+    scale. Under the Gaussian family that scale is the population's sigma, estimated by population_scale: when
+    the genes share one p (sigma near 0) every gene is non-centred, however many counts it has; a fixed bound
+    on se_g centred them all and sent prob_sigma into its funnel (bench/nbdm_speed.py: R-hat 1.05, E-BFMI
+    0.10). Under horseshoe and NEG a gene's local scale grows to cover its distance from the centre: there the
+    bulk's scale is estimated robustly, and a gene is also centred when its distance from the centre exceeds
+    twice its standard error."""
+    if family == "gaussian":
+        return se < population_scale(theta, se)[1]
+    # The bulk's scale, robust to the few far genes that the local scales are there for (a normal fit would
+    # let them widen it and centre every gene): the MAD of the estimates less their typical error.
+    ok = np.isfinite(se) & np.isfinite(theta)
+    m = float(np.median(theta[ok])) if ok.any() else 0.0
+    mad = 1.4826 * float(np.median(np.abs(theta[ok] - m))) if ok.any() else 0.0
+    sigma = float(np.sqrt(max(mad ** 2 - (float(np.median(se[ok] ** 2)) if ok.any() else 0.0), 0.0)))
+    return se < np.maximum(sigma, np.abs(theta - m) - se)
+
+
+def prob_split_data(X: sp.csr_matrix, family: str, name: str = "prob") -> dict:
+    """The centred and non-centred genes of a gene-level p hierarchy (prob_centred). Non-centred p for genes
+    the data pin made the hierarchy's centre and scale crawl: prob_loc and prob_sigma can only move with every
+    z at once (PBMC, 2,000 genes, default nbdm, 1 chain x (150 + 100): bulk ESS of prob_sigma 1.5 all
+    non-centred, 14 split, and 63 -> 31 leapfrog steps per draw)."""
+    theta, se = _kept(("prob",) + _content_key(X, False), lambda: prob_evidence(X))
+    return _split(name, prob_centred(theta, se, family))

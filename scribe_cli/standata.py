@@ -182,7 +182,7 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
     if config.gate_split:
         data.update(gate_split_data(X, shared_p=not config.gene_specific_p))
     if config.prob_split:
-        data.update(prob_split_data(X))
+        data.update(prob_split_data(X, config.prob_prior))
     if dense:
         data["counts_dense"] = np.asarray(X.todense(), dtype=np.int64)
     return data

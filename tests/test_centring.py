@@ -69,3 +69,35 @@ def test_split_data_is_computed_once_per_matrix(monkeypatch):
     centring.gate_split_data(X2, shared_p=True)
     centring.gate_split_data(X, shared_p=False)
     assert len(calls) == 3
+
+
+def _nb_logit_p(rng, C, mu, theta):
+    """NB counts with mean mu and logit(p) = theta per gene (NumPyro's convention: r = mu exp(-theta))."""
+    r = mu * np.exp(-theta)
+    return sp.csr_matrix(rng.negative_binomial(r, 1 / (1 + np.exp(theta)), size=(C, mu.size)))
+
+
+def test_p_genes_are_centred_only_where_the_population_is_wider_than_their_error():
+    """One p for all genes: the population scale is ~0, so no gene is centred under the Gaussian family,
+    however many counts it has (centring them sent prob_sigma into its funnel). logit(p) spread with sd 1.5:
+    the scale is recovered and the genes the data pin are centred. 300 genes: the sd of 300 normal draws has
+    sampling error 1.5 / sqrt(600) ~ 0.06, the per-gene fits' penalty shrinks a little: tolerance 0.3.
+    Horseshoe / NEG also centre genes far (> 2 SE) from the centre: the 10 genes at logit(p) = 3."""
+    rng = np.random.default_rng(11)
+    mu = rng.lognormal(1.0, 0.8, 300)
+    theta, se = centring.prob_evidence(_nb_logit_p(rng, 800, mu, np.full(300, -0.85)))
+    m, sigma = centring.population_scale(theta, se)
+    assert abs(m + 0.85) < 0.1 and sigma < 0.1, (m, sigma)
+    assert not centring.prob_centred(theta, se, "gaussian").any()
+
+    true = rng.normal(-0.8, 1.5, 300)
+    theta, se = centring.prob_evidence(_nb_logit_p(rng, 800, mu, true))
+    m, sigma = centring.population_scale(theta, se)
+    assert abs(sigma - 1.5) < 0.3, sigma
+    centred = centring.prob_centred(theta, se, "gaussian")
+    assert np.array_equal(centred, se < sigma) and centred.mean() > 0.5
+
+    true = np.r_[np.full(290, -0.85), np.full(10, 3.0)]
+    theta, se = centring.prob_evidence(_nb_logit_p(rng, 800, mu, true))
+    centred = centring.prob_centred(theta, se, "horseshoe")
+    assert centred[290:].all() and centred[:290].mean() < 0.1, (centred[290:], centred[:290].mean())
