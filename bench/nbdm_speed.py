@@ -5,7 +5,7 @@ Reference on this machine kind: Stan NUTS (4 chains, 1000 + 1000) over distinct 
 Runs `scribe run` end to end (read, render, compile (cached), fit, NetCDF) for NUTS and pathfinder
 and reports wall time and the relative error of the posterior-mean gene means against the truth.
 
-    .venv/bin/python bench/nbdm_speed.py [--cells 2000] [--genes 1000] [--seed 7]
+    .venv/bin/python bench/nbdm_speed.py [--cells 2000] [--genes 1000] [--seed 7] [--options "--prob-prior none"]
 """
 
 from __future__ import annotations
@@ -39,8 +39,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cells", type=int, default=2000)
     ap.add_argument("--genes", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=7, help="the simulation's seed")
+    ap.add_argument("--run-seeds", default="1,2,3",
+                    help="`scribe run --seed` values: NUTS's time depends on the seed (one chain's warmup can stall "
+                         "for a few hundred iterations and the wall waits for it), so each seed is a row")
     ap.add_argument("--methods", default="nuts,pathfinder")
+    ap.add_argument("--options", default="", help='more `scribe run` options, e.g. "--prob-prior none" (the seed\'s '
+                    'shared p, the model the brief\'s 125-150 s prototype fitted)')
     args = ap.parse_args()
     X, mu = simulate(args.cells, args.genes, args.seed)
     print(f"simulated {args.cells} x {args.genes}, zero fraction {1 - X.nnz / np.prod(X.shape):.3f}", file=sys.stderr)
@@ -48,10 +53,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sim.h5ad"
         anndata.AnnData(X=X).write_h5ad(path)
-        for method in args.methods.split(","):
+        for method, run_seed in [(m, s) for m in args.methods.split(",") for s in args.run_seeds.split(",")]:
             out = Path(tmp) / f"{method}.nc"
             cmd = [sys.executable, "-m", "scribe_cli.cli", "run", str(path), "-o", str(out), "--method", method,
-                   "--seed", "1", "--quiet"]
+                   "--seed", run_seed, "--quiet", "--overwrite", *args.options.split()]
             t0 = time.monotonic()
             res = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.monotonic() - t0
@@ -63,12 +68,16 @@ def main() -> None:
             mu_hat = post["mu"].mean(("chain", "draw")).values
             rel = np.abs(mu_hat - mu) / mu
             rows.append({
-                "method": method, "wall_s": round(wall, 1), "sample_s": summary["timings"].get("sample"),
+                "method": method, "seed": int(run_seed), "wall_s": round(wall, 1), "sample_s": summary["timings"].get("sample"),
                 "compile_s": summary["timings"].get("compile"),
                 "median_rel_err_mu": round(float(np.median(rel)), 4), "mean_rel_err_mu": round(float(rel.mean()), 4),
                 **{k: summary["diagnostics"].get(k) for k in ("max_rhat", "min_ess_bulk", "divergences", "pareto_k")},
             })
     print(json.dumps(rows, indent=2))
+    for method in args.methods.split(","):
+        walls = [r["wall_s"] for r in rows if r["method"] == method]
+        print(f"{method} {args.options or '(CLI defaults)'}: wall median {np.median(walls):.1f} s, range "
+              f"{min(walls):.1f}-{max(walls):.1f} s over seeds {args.run_seeds}", file=sys.stderr)
 
 
 if __name__ == "__main__":

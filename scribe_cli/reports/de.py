@@ -148,7 +148,9 @@ RHAT_WARN = 1.1
 
 def split_rhat(x: np.ndarray) -> np.ndarray:
     """Split R-hat (Gelman et al. 2013, BDA3 11.4) of x (chain, draw, ...) over its trailing dims; NaN when
-    there are fewer than 4 draws per chain."""
+    there are fewer than 4 draws per chain. The classic form, not rank_diagnostics.diagnose: this only asks
+    whether chains sit in different modes (threshold 1.1), and one vectorised expression over thousands of
+    genes needs no ranking."""
     x = np.asarray(x, dtype=np.float64)
     half = x.shape[1] // 2
     if half < 2:
