@@ -209,7 +209,30 @@ def set_cmdstanpy_log_level(level: int) -> None:
     logger.setLevel(level)
     if not any(isinstance(f, _FutureBehaviourFilter) for f in logger.filters):
         logger.addFilter(_FutureBehaviourFilter())
+    if not any(isinstance(f, _RejectionFilter) for f in logger.filters):
+        logger.addFilter(_RejectionFilter())
     _cmdstanpy_level_set = True
+
+
+class _RejectionFilter(logging.Filter):
+    """Turns cmdstanpy's three-line "Non-fatal error during sampling" warning into one scribe line.
+
+    Stan rejects a proposal whose log density throws (a scale that underflowed to 0 on a wild early leapfrog
+    step, say); in warmup that is routine, and the run's own diagnostics (divergences, R-hat) say whether the
+    posterior suffered. The reason is kept; the timestamped cmdstanpy lines and the advice to rerun with
+    show_console, which a scribe user cannot follow, are not.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Non-fatal error during sampling" not in message:
+            return True
+        reason = next((ln.split("Exception:", 1)[1].strip() for ln in message.splitlines() if "Exception:" in ln),
+                      "see --verbose")
+        logging.getLogger("scribe_cli.fit").info(
+            "Stan rejected some proposals (%s); routine early in warmup, the diagnostics below say whether it "
+            "mattered", reason)
+        return False
 
 
 class _FutureBehaviourFilter(logging.Filter):
