@@ -243,9 +243,11 @@ def prob_centred(theta: np.ndarray, se: np.ndarray, family: str) -> np.ndarray:
     # The bulk's scale, robust to the few far genes that the local scales are there for (a normal fit would
     # let them widen it and centre every gene): the MAD of the estimates less their typical error.
     ok = np.isfinite(se) & np.isfinite(theta)
-    m = float(np.median(theta[ok])) if ok.any() else 0.0
-    mad = 1.4826 * float(np.median(np.abs(theta[ok] - m))) if ok.any() else 0.0
-    sigma = float(np.sqrt(max(mad ** 2 - (float(np.median(se[ok] ** 2)) if ok.any() else 0.0), 0.0)))
+    if not ok.any():  # no gene's curvature says anything: none is pinned
+        return np.zeros(se.shape, dtype=bool)
+    m = float(np.median(theta[ok]))
+    mad = 1.4826 * float(np.median(np.abs(theta[ok] - m)))
+    sigma = float(np.sqrt(max(mad ** 2 - float(np.median(se[ok] ** 2)), 0.0)))
     return se < np.maximum(sigma, np.abs(theta - m) - se)
 
 

@@ -108,14 +108,15 @@ def _ess(x: np.ndarray) -> np.ndarray:
     return ess
 
 
-def _valid(x: np.ndarray, min_chains: int) -> np.ndarray:
-    return np.isfinite(x).all(axis=(1, 2)) & (x.shape[2] >= 4) & (x.shape[1] >= min_chains)
+def _valid(x: np.ndarray) -> np.ndarray:
+    """Scalars with finite draws and at least 4 draws per chain (R-hat also needs 2 chains: checked where used)."""
+    return np.isfinite(x).all(axis=(1, 2)) & (x.shape[2] >= 4)
 
 
 def _diagnose_block(x: np.ndarray, s: slice) -> np.ndarray:
     b = np.ascontiguousarray(x[:, :, s].transpose(2, 0, 1), dtype=np.float64)
     out = np.full((3, b.shape[0]), np.nan)
-    ok = _valid(b, 1)
+    ok = _valid(b)
     if not ok.any():
         return out
     b = b[ok]
