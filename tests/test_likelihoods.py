@@ -221,6 +221,54 @@ def test_bnb_mean_preserving_alpha():
         assert abs(draws.mean() - m) < 5 * np.sqrt(var / draws.size)
 
 
+def test_bnb_tends_to_nb_as_omega_vanishes(compile_stan, counts, tmp_path):
+    """As omega -> 0 (kappa -> inf, where the shrinkage prior sends most genes) the BNB log likelihood must
+    tend to the NB one smoothly, in value and gradient. Written with lgamma / lbeta differences it did not:
+    at kappa ~ 1e17 both terms are ~ kappa log kappa, their rounding error (~10) made a false mode that froze
+    NUTS in the SBC of bnb_overdispersion_neg (docs/validation.md), and lbeta's gradient (a difference of
+    digammas) was off by ~ eps kappa log kappa. The dense reference (Stan's beta_neg_binomial_lpmf) has the
+    same flaw, so the reference here is the NB limit itself, via its first-order approach: with every gene at
+    the same omega (z = 0), L_BNB(omega) - L_NB = c omega + O(omega^2)."""
+    bnb = validate(ModelConfig(**CASES["bnb"]))
+    nb = validate(ModelConfig(**CASES["nbdm"]))
+    bnb_model = compile_stan(render(bnb, check_loglik=True), name="lik_bnb")
+    nb_model = compile_stan(render(nb, check_loglik=True), name="lik_nbdm")
+    data = stan_data(bnb, counts, dense=True)
+    G = data["G"]
+    log_mu = np.random.default_rng(3).normal(0.5, 1.0, size=G).tolist()
+    shared = {"log_mu": log_mu, "p": 0.3}
+    hyper = {"overdispersion_z": [0.0] * G, "overdispersion_tau_u": 0.5, "overdispersion_lambda_u": [0.5] * G,
+             "overdispersion_c2": 1.0}
+
+    def loglik(model, inits):
+        fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=1, sig_figs=18,
+                           inits=inits, output_dir=str(tmp_path), show_progress=False)
+        return float(fit.stan_variable("log_lik")[0])
+
+    nb_value = loglik(nb_model, shared)
+    excess = {}
+    for log10_omega in (-4, -5, -6, -7, -8, -16):
+        loc = log10_omega * np.log(10)
+        excess[log10_omega] = loglik(bnb_model, {**shared, **hyper, "overdispersion_loc": loc}) - nb_value
+    # |L| ~ 400 here, so rounding in float64 leaves ~1e-12 absolute: at omega = 1e-16 the excess (~1e-14 exact)
+    # is that; the old code's was ~1e2.
+    assert abs(excess[-16]) < 1e-9, excess
+    # c omega dominates down to omega = 1e-8, where it is ~1e-6 against rounding ~1e-12: the slopes agree to 1e-3
+    # (the O(omega^2) term moves the slope at 1e-4 by ~omega relative, and the rest by less).
+    slopes = {k: v / 10.0**k for k, v in excess.items() if k > -16}
+    c = slopes[-8]
+    assert all(s == pytest.approx(c, rel=1e-3) for s in slopes.values()), slopes
+
+    # The gradient along log omega's centre: the prior's -(loc + 5) plus the likelihood's d L / d loc = c omega
+    # (every gene's log omega moves with loc when z = 0). At omega = 1e-16 the likelihood part is ~1e-14.
+    for log10_omega in (-6, -8, -16):
+        loc = log10_omega * np.log(10)
+        out = bnb_model.log_prob({**shared, **hyper, "overdispersion_loc": loc}, data, sig_figs=16)
+        gradient = float(out["overdispersion_loc"].iloc[0]) + (loc + 5)
+        want = c * 10.0**log10_omega
+        assert gradient == pytest.approx(want, rel=1e-2, abs=1e-9), (log10_omega, gradient, want)
+
+
 # --- multi-dataset programs (--dataset-key, datasets.md) ---------------------------------------------------
 # Each program below covers new template branches; together: every likelihood form with dataset-specific
 # parameters (pairs with NB / ZI + BNB, capture_shared_p, capture_cells with ZI / BNB), every dataset-level
