@@ -7,6 +7,8 @@ metric, fixed tiny step, max depth 5: sampling time / leapfrog steps), alternati
 
     python bench/gradient_ab.py 1da12d9 HEAD --model zinbvcp --cells 2000 --genes 500
     python bench/gradient_ab.py 1da12d9 HEAD --model nbvcp --parameterization mean-disp --cells 10000 --genes 2000
+    python bench/gradient_ab.py 3cf6f2d HEAD --model nbdm --options '{"prob_prior": "gaussian"}' \
+        --h5ad ../shared/data/pbmc_1k_v3.h5ad      # real counts (all genes) in place of a simulation
 """
 
 from __future__ import annotations
@@ -66,12 +68,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--transcriptome", type=int, default=None,
                     help="capture models: spread M_0 over this many genes, simulate the first --genes (sparser data)")
+    ap.add_argument("--options", default="{}", help="more ModelConfig options, as JSON (the CLI defaults are not applied)")
+    ap.add_argument("--h5ad", type=Path, default=None, help="time on this file's counts (X) instead of a simulation")
     args = ap.parse_args()
-    config = {"model": args.model, "parameterization": args.parameterization}
-    sim = simulate(args.model, args.cells, args.genes, seed=3, transcriptome=args.transcriptome)
+    config = {"model": args.model, "parameterization": args.parameterization, **json.loads(args.options)}
+    if args.h5ad is not None:
+        import anndata
+
+        X = sp.csr_matrix(anndata.read_h5ad(args.h5ad).X)
+        where = f"{args.h5ad.stem} {X.shape[0]} x {X.shape[1]}"
+    else:
+        X = simulate(args.model, args.cells, args.genes, seed=3, transcriptome=args.transcriptome).X
+        where = f"simulated {args.cells} x {args.genes}"
     with tempfile.TemporaryDirectory() as tmp:
         X_path = Path(tmp) / "X.npz"
-        sp.save_npz(X_path, sim.X)
+        sp.save_npz(X_path, X)
         models = {}
         for label, rev in (("A", args.rev_a), ("B", args.rev_b)):
             stan, data = program_at(rev, config, X_path, Path(tmp) / label)
@@ -82,8 +93,8 @@ def main() -> None:
                 model, data = models[label]
                 times[label].append(1e3 * per_gradient_seconds(model, data, iters=args.iters))
     a, b = np.median(times["A"]), np.median(times["B"])
-    print(f"{args.model} ({args.parameterization}), simulated {args.cells} x {args.genes} "
-          f"(zero fraction {1 - sim.X.nnz / (args.cells * args.genes):.2f}): "
+    print(f"{args.model} ({args.parameterization}, {args.options}), {where} "
+          f"(zero fraction {1 - X.nnz / (X.shape[0] * X.shape[1]):.2f}): "
           f"{args.rev_a} {a:.2f} ms/gradient, {args.rev_b} {b:.2f} ms/gradient ({a / b:.2f}x)")
     print(json.dumps(times), file=sys.stderr)
 

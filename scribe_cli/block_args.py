@@ -230,6 +230,7 @@ def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: 
         "pairs": pl.form in ("pairs", "pairs_mixture"),
         "split_nonzero": splits_nonzero_terms(config),
         "native": native_capture_terms(config),
+        "native_rise": config.native_gradients,  # rise_sum's table in C++ (stan/cpp/rise_sum.hpp)
         "obs": pl.obs,
         "log_p": log_p,
         "log1m_p": log1m_p,

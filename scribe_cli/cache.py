@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 # parallel chains need it), so STAN_THREADS is part of the key only to keep real-CmdStan builds honest.
 CPP_OPTIONS = {"STAN_THREADS": "true"}
 
-# Functions a rendered program may declare without a body, all defined in one header under stan/cpp/
-# (stanc --allow-undefined, USER_HEADER: how CmdStan takes external C++, so a real CmdStan builds them too).
-NATIVE_HEADER = NATIVE_SRC / "capture_cells.hpp"
+# Functions a rendered program may declare without a body, all reached from one header under stan/cpp/
+# (stanc --allow-undefined, USER_HEADER: how CmdStan takes external C++, so a real CmdStan builds them too),
+# which includes its siblings.
+NATIVE_HEADER = NATIVE_SRC / "native.hpp"
 NATIVE_FUNCTIONS = ("capture_nb_zero_terms", "capture_zinb_zero_terms", "capture_nb_nonzero_terms",
-                    "capture_zinb_nonzero_terms", "native_grainsize")
+                    "capture_zinb_nonzero_terms", "native_grainsize", "rise_table_sum")
 _NATIVE_DECLARATION = re.compile(rf"\b(real|int) ({'|'.join(NATIVE_FUNCTIONS)})\([^{{}};]*\);")
 
 
@@ -44,6 +45,11 @@ def native_header(program: str) -> Path | None:
     """The C++ header a program needs, or None. A declaration is `real name(...);`: the name followed
     by its argument list and a semicolon, never a body."""
     return NATIVE_HEADER if _NATIVE_DECLARATION.search(program) else None
+
+
+def native_sources() -> list[Path]:
+    """Every C++ file the native header may include (its siblings), in a fixed order."""
+    return sorted(NATIVE_SRC.glob("*.hpp"))
 
 
 @dataclass
@@ -60,9 +66,9 @@ def models_dir() -> Path:
 
 def program_key(program: str, cpp_options: dict | None = None) -> str:
     opts = json.dumps(cpp_options or CPP_OPTIONS, sort_keys=True)
-    header = native_header(program)  # its text is part of what gets compiled
+    sources = native_sources() if native_header(program) else []  # their text is part of what gets compiled
     h = hashlib.sha256()
-    for part in (toolchain_id(), opts, program, header.read_text() if header else ""):
+    for part in (toolchain_id(), opts, program, *(f.read_text() for f in sources)):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:20]
@@ -110,7 +116,9 @@ def compile_program(program: str, name: str = "model", cpp_options: dict | None 
             header = native_header(program)
             extra = {}
             if header is not None:  # the entry keeps the C++ it was built from beside the program
-                extra["user_header"] = str(shutil.copy(header, tmp / header.name))
+                for source in native_sources():
+                    shutil.copy(source, tmp / source.name)
+                extra["user_header"] = str(tmp / header.name)
             try:
                 # a copy: cmdstanpy writes USER_HEADER into the dict it is given
                 cmdstanpy.CmdStanModel(stan_file=str(stan_file), cpp_options=dict(cpp_options or CPP_OPTIONS), **extra)
