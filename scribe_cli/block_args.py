@@ -217,10 +217,17 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
     }
 
 
+def links_p_per_gene(config: ModelConfig, pl: Plan) -> bool:
+    """p is a vector over genes, inv_logit of the gene-level hierarchy's prob_link (no mixture, no datasets)."""
+    return config.prob_prior != "none" and not pl.mix and not pl.dparams and not pl.p_scalar
+
+
 def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: bool = False) -> dict:
     if pl.p_scalar:
         rep = "rep_matrix({}, G, K)" if pl.mix else "rep_vector({}, G)"
         log_p, log1m_p = rep.format("log(p)"), rep.format("log1m(p)")
+    elif links_p_per_gene(config, pl):  # from logit p itself: accurate where p nears 0 or 1, and no log of p
+        log_p, log1m_p = "log_inv_logit(prob_link)", "log1m_inv_logit(prob_link)"
     else:
         log_p, log1m_p = "log(p)", "log1m(p)"
     return {

@@ -33,6 +33,7 @@ CASES = {
     "nbdm": dict(model="nbdm"),
     "zinb_horseshoe": dict(model="zinb", gate_prior="horseshoe"),
     "zinb_neg": dict(model="zinb", gate_prior="neg"),
+    "zinb_prob_horseshoe": dict(model="zinb", prob_prior="horseshoe"),  # log p from logit p (prob_link)
     "bnb": dict(model="nbdm", bnb=True, overdispersion_prior="horseshoe"),
     "zinb_bnb_meandisp": dict(model="zinb", parameterization="mean-disp", bnb=True, overdispersion_prior="neg",
                               gate_prior="gaussian"),
