@@ -6,7 +6,7 @@ blocks.py's job; the text is render.py's.
 from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
-from .plan import (GD, Plan, as_gd, lift_shape, native_capture_terms, samples_log_mean, splits_nonzero_terms,
+from .plan import (GD, Plan, as_gd, lift_shape, native_capture_terms, output_only, samples_log_mean, splits_nonzero_terms,
                    times_shape)
 
 # Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
@@ -167,6 +167,7 @@ def hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_d
                         across="components" if target == "expression" else "", copies="K")
     if (config.gate_split and target == "gate") or (config.prob_split and target == "prob"):
         args["split"] = _split_args(T, family)
+        args["q_in_gq"] = q in output_only(config)  # q from its link in generated quantities (plan.output_only)
     return args
 
 
@@ -214,12 +215,13 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
         "declare_data": declare_data,
         "across": across,
         "split": None,
+        "q_in_gq": False,
     }
 
 
 def links_p_per_gene(config: ModelConfig, pl: Plan) -> bool:
     """p is a vector over genes, inv_logit of the gene-level hierarchy's prob_link (no mixture, no datasets)."""
-    return config.prob_prior != "none" and not pl.mix and not pl.dparams and not pl.p_scalar
+    return config.prob_split and not pl.dparams  # prob_split: a gene-level p hierarchy, no mixture
 
 
 def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: bool = False) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .block_args import (base_specs, dataset_hier_args, derived_dataset_args, hier_args, likelihood_args,
                          links_p_per_gene, two_level_args)
 from .config import ModelConfig
-from .plan import as_gd, plan, samples_log_mean
+from .plan import as_gd, output_only, plan, samples_log_mean
 
 
 @dataclass
@@ -64,7 +64,8 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
         declared.add(family)
     derived = {"elt": pl.elt, "p_scalar": pl.p_scalar, "vcp": config.variable_capture and config.capture_prior is None,
                "ds": derived_dataset_args(config, pl.shapes) if pl.dparams else None,
-               "log_mean": samples_log_mean(config), "logit_p": "prob_link" if links_p_per_gene(config, pl) else "logit(p)"}
+               "log_mean": samples_log_mean(config), "logit_p": "prob_link" if links_p_per_gene(config, pl) else "logit(p)",
+               "mu_in_gq": "mu" in output_only(config)}
     blocks.append(Block(f"params/{config.parameterization.replace('-', '_')}.stan.j2", derived))
     if config.bnb:
         blocks.append(Block("params/bnb.stan.j2", derived))

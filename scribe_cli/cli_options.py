@@ -74,9 +74,10 @@ MODEL_OPTIONS = [
     click.option("--mean-anchor-sd", type=float, default=0.3, show_default=True,
                  help="Width of the mean anchor on the log scale (data: no recompile)."),
     click.option("--native-gradients/--stan-gradients", default=True, show_default=True,
-                 help="VCP models with a per-gene p or a gate: compute their O(cells x genes) terms in hand-written "
-                      "C++ with its own gradient (stan/cpp/capture_cells.hpp; several times faster), or in the "
-                      "Stan language (the reference it is tested against)."),
+                 help="Hand-written C++ with its own gradient for the likelihood's hot spots: every model's "
+                      "rising-factorial sum (stan/cpp/rise_sum.hpp) and, in VCP models with a per-gene p or a gate, "
+                      "the O(cells x genes) terms (stan/cpp/capture_cells.hpp; several times faster); or the Stan "
+                      "language throughout (the reference they are tested against)."),
     click.option("--mean-coordinates/--r-coordinates", default=True, show_default=True,
                  help="canonical: let NUTS move r through log mu = log r + logit(p) (the same model and priors, "
                       "with the Jacobian; the data pin the mean, so this removes the r x p ridge: several times "

@@ -89,9 +89,9 @@ class ModelConfig:
     # Mean anchoring (VCP models): log mu_g ~ Normal(log((ubar_g + eps) / nubar), mean_anchor_sd).
     mean_anchor: bool = False
     mean_anchor_sd: float = 0.3
-    # The O(cells x genes) terms of the capture models with a per-gene p or a gate in hand-written C++
-    # (stan/cpp/capture_cells.hpp, value and gradient) rather than in the Stan language; False renders the
-    # Stan-language reference they are tested against.
+    # The rising-factorial table sum of every model (stan/cpp/rise_sum.hpp) and the O(cells x genes) terms of the
+    # capture models with a per-gene p or a gate (stan/cpp/capture_cells.hpp) in hand-written C++ (value and
+    # gradient) rather than in the Stan language; False renders the Stan-language reference they are tested against.
     native_gradients: bool = True
     # Canonical programs sample r through log mu = log r + logit(p) (plan.samples_log_mean): a change of the
     # sampler's coordinates, not of the model (r keeps its prior, with the Jacobian). False samples log r.

@@ -133,6 +133,18 @@ def native_capture_terms(config: ModelConfig) -> bool:
     return splits_nonzero_terms(config) and config.native_gradients
 
 
+def output_only(config: ModelConfig) -> frozenset[str]:
+    """Derived gene-level quantities that the model block never reads, computed in generated quantities (once
+    per draw) instead of transformed parameters (every gradient): the same draws in the output. In a canonical
+    log-mean program with the plain pair likelihood (r, log p, log(1 - p): no BNB alpha), mu = exp(log mu) is
+    only reported, and so is p = inv_logit(prob_link) when p comes from a gene-level hierarchy (the likelihood
+    takes log_inv_logit(prob_link)). On full PBMC those two cost ~0.35 ms of a ~3 ms gradient
+    (docs/performance.md)."""
+    if not (samples_log_mean(config) and likelihood_form(config) == "pairs" and not config.bnb):
+        return frozenset()
+    return frozenset({"mu", "p"} if config.prob_split else {"mu"})
+
+
 def samples_log_mean(config: ModelConfig) -> bool:
     """A canonical program whose r is a base-prior vector per gene samples log mu_g = log r_g + logit(p_g) in
     place of r_g, with r derived and the Jacobian of the change added (params/base.stan.j2, canonical.stan.j2).
