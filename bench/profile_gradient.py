@@ -1,0 +1,99 @@
+"""Where one gradient's time goes: Stan `profile` blocks around the model block's priors and likelihood.
+
+Renders a configuration as `scribe run` would (CLI defaults for the p prior unless --options says otherwise), wraps
+the model block's statements before the likelihood in profile("priors") and the likelihood statement in
+profile("likelihood"), runs one chain x (--warmup + --samples) on an h5ad's counts, and prints per gradient: the
+two sections (forward and reverse), and the rest (transformed parameters, whose declarations cannot sit inside a
+profile block, and the sampler) as the chain's sampling time over its gradients minus the two. One chain on one
+core: run it alone, or read its seconds as upper bounds.
+
+    python bench/profile_gradient.py ../shared/data/pbmc_1k_v3.h5ad --model nbdm
+    python bench/profile_gradient.py ../shared/data/pbmc_1k_v3.h5ad --model nbdm --options '{"native_gradients": false}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def with_profiles(program: str) -> str:
+    """The model block's priors and its likelihood statement (the first `target +=`) in two profile blocks."""
+    start = program.index("\nmodel {\n") + len("\nmodel {\n")
+    end = program.index("\n}\n", start)
+    body = program[start:end]
+    lik = re.search(r"^  target \+= ", body, flags=re.M)
+    if lik is None:
+        raise SystemExit("no `target +=` likelihood statement in the model block")
+    wrapped = ('  profile("priors") {\n' + body[:lik.start()] + '  }\n  profile("likelihood") {\n'
+               + body[lik.start():] + "\n  }")
+    return program[:start] + wrapped + program[end:]
+
+
+def main() -> None:
+    import anndata
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from scribe_cli.cache import compile_program
+    from scribe_cli.cli_options import default_prob_prior
+    from scribe_cli.config import ModelConfig, validate
+    from scribe_cli.render import render
+    from scribe_cli.standata import stan_data
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("h5ad", type=Path)
+    ap.add_argument("--model", default="nbdm")
+    ap.add_argument("--options", default="{}", help="more ModelConfig options, as JSON")
+    ap.add_argument("--warmup", type=int, default=40)
+    ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    options = {"model": args.model, **json.loads(args.options)}
+    options.setdefault("prob_prior", default_prob_prior(options.get("parameterization", "canonical")))
+    config = validate(ModelConfig(**options))
+    X = sp.csr_matrix(anndata.read_h5ad(args.h5ad).X)
+    model = compile_program(with_profiles(render(config)), name="gradient").model
+    data = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in stan_data(config, X).items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_file = Path(tmp) / "data.json"
+        data_file.write_text(json.dumps(data))
+        t = time.monotonic()
+        here = os.getcwd()
+        os.chdir(tmp)  # the driver writes profile.csv to its working directory
+        try:
+            fit = model.sample(data=str(data_file), chains=1, iter_warmup=args.warmup, iter_sampling=args.samples,
+                               seed=args.seed, output_dir=tmp, show_progress=False, save_warmup=True)
+        finally:
+            os.chdir(here)
+        wall = time.monotonic() - t
+        profile = pd.read_csv(Path(tmp) / "profile.csv")
+        steps = int(fit.method_variables()["n_leapfrog__"].sum())
+        timing = next(iter(fit.time.values())) if isinstance(fit.time, dict) else fit.time[0]  # Stan's own timer
+        chain_seconds = float(timing["warmup"] + timing["sampling"])
+    per = {}
+    for _, row in profile.iterrows():
+        calls = row["autodiff_calls"]
+        per[row["name"]] = dict(ms=1e3 * row["total_time"] / calls, forward_ms=1e3 * row["forward_time"] / calls,
+                                reverse_ms=1e3 * row["reverse_time"] / calls, calls=int(calls))
+    total_ms = 1e3 * chain_seconds / steps
+    rest = total_ms - sum(v["ms"] for v in per.values())
+    print(json.dumps({"config": options, "cells": X.shape[0], "genes": X.shape[1], "gradients": steps,
+                      "chain_seconds": round(chain_seconds, 2), "wall_seconds": round(wall, 2),
+                      "ms_per_gradient": round(total_ms, 3), "sections": per,
+                      "rest_ms (transformed parameters, sampler)": round(rest, 3)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
