@@ -4,7 +4,7 @@ Renders a configuration as `scribe run` would (CLI defaults for the p prior unle
 the model block's statements before the likelihood in profile("priors") and the likelihood statement in
 profile("likelihood"), runs one chain x (--warmup + --samples) on an h5ad's counts, and prints per gradient: the
 two sections (forward and reverse), and the rest (transformed parameters, whose declarations cannot sit inside a
-profile block, and the sampler) as the chain's sampling time over its gradients minus the two. One chain on one
+profile block, and the sampler) as the chain's warmup and sampling time over its gradients minus the two. One chain on one
 core: run it alone, or read its seconds as upper bounds.
 
     python bench/profile_gradient.py ../shared/data/pbmc_1k_v3.h5ad --model nbdm
@@ -21,8 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,15 +63,13 @@ def main() -> None:
     config = validate(ModelConfig(**options))
     X = sp.csr_matrix(anndata.read_h5ad(args.h5ad).X)
     model = compile_program(with_profiles(render(config)), name="gradient").model
-    data = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in stan_data(config, X).items()}
+    data = stan_data(config, X)
     with tempfile.TemporaryDirectory() as tmp:
-        data_file = Path(tmp) / "data.json"
-        data_file.write_text(json.dumps(data))
         t = time.monotonic()
         here = os.getcwd()
         os.chdir(tmp)  # the driver writes profile.csv to its working directory
         try:
-            fit = model.sample(data=str(data_file), chains=1, iter_warmup=args.warmup, iter_sampling=args.samples,
+            fit = model.sample(data=data, chains=1, iter_warmup=args.warmup, iter_sampling=args.samples,
                                seed=args.seed, output_dir=tmp, show_progress=False, save_warmup=True)
         finally:
             os.chdir(here)
