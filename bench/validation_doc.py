@@ -116,9 +116,11 @@ def _sbc_section(s: dict) -> str:
     out.append("\nVerdict: " + ("NUTS ranks are uniform on every configuration run (no group flagged at the "
                                 f"{s['alpha']} level after the correction)." if not nuts_flags else
                                 "NUTS has flagged groups (above): these configurations need attention."))
-    out.append("\nWall time per configuration and run of `bench/sbc.py` (prior draws, all methods, all workers):\n")
+    out.append("\nWall time per configuration and run of `bench/sbc.py` (prior draws, all methods, all workers; oldest "
+               "first, each run counting the replicates it fitted, so a configuration rerun from scratch after a "
+               "change of its program shows both runs):\n")
     for name, e in s["configs"].items():
-        runs = e.get("runs", [])
+        runs = [r for r in e.get("runs", []) if r["replicates"] > 0]  # a resumed run with nothing left to fit
         if runs:
             out.append(f"- `{name}`: " + "; ".join(f"{r['replicates']} replicates x {r['methods']}: "
                                                    f"{r['wall_seconds']:.0f} s" for r in runs))
