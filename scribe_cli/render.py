@@ -117,7 +117,7 @@ def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = Fal
     """The Stan program of a (validated) configuration.
 
     For tests and benchmarks only (the data then need ``counts_dense``: standata.stan_data(dense=True)):
-    ``check_loglik`` adds generated quantities ``log_lik`` (the likelihood term the model block adds to
+    ``check_loglik`` adds generated quantities ``log_lik_fast`` (the likelihood term the model block adds to
     target, same expression) and ``log_lik_dense`` (a plain loop of built-in lpmfs over the full matrix);
     ``dense`` puts that dense loop in the model block instead of the fast likelihood; ``prior_only`` leaves
     the likelihood out of the model block (draws from the prior, for prior checks).
@@ -126,10 +126,8 @@ def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = Fal
     log likelihood (sum over genes of the full log pmf, log(u!) included, mixture components marginalised),
     at the cost of the likelihood form (pair forms: one log P(0) sum per draw plus the cell's non-zeros).
     The pair forms then need the cells x pairs CSR in the data (standata.stan_data(log_lik=True)).
-    It cannot be combined with ``check_loglik``, whose scalar quantity has the same name.
+    Tests render ``check_loglik`` and ``log_lik`` together, so that one compiled program serves both checks.
     """
-    if log_lik and check_loglik:
-        raise ValueError("render: log_lik and check_loglik both define a generated quantity 'log_lik'")
     env = _env()
     pl = plan(config)
     parts: dict[str, list[str]] = {s: [] for s, _ in SECTIONS}

@@ -17,6 +17,23 @@ def scribe(*args, check: bool = True) -> subprocess.CompletedProcess:
     return res
 
 
+def reference_program(config, **kw) -> str:
+    """The test programs' text: the configuration's program plus its likelihood checks (log_lik_fast, log_lik_dense)
+    and each cell's log_lik. Every test that evaluates a configuration's likelihood renders it this way, so one
+    compiled program (content-hash cache) serves the dense, per-cell, gradient and recovery tests of a
+    configuration: a compile costs ~30 s, the extra generated quantities nothing on these small matrices."""
+    from scribe_cli.render import render
+
+    return render(config, check_loglik=True, log_lik=True, **kw)
+
+
+def reference_data(config, counts, **kw) -> dict:
+    """The data of reference_program: the full matrix for the dense check and the cells x pairs CSR for log_lik."""
+    from scribe_cli.standata import stan_data
+
+    return stan_data(config, counts, dense=True, log_lik=True, **kw)
+
+
 def small_counts(seed: int) -> sp.csr_matrix:
     """40 cells x 15 genes, ~70% zeros, a few large counts, cell 3 and gene 5 all zero."""
     rng = np.random.default_rng(seed)

@@ -1,9 +1,9 @@
 """`scribe compare`: numpy pointwise log likelihoods against Stan's log_lik, per-gene WAIC against ArviZ, and the
 command end to end on two short fits of a tiny slice of the bundled data.
 
-Cheap by design: the Stan programs are those of tests/test_output_groups.py (same configurations with log_lik,
-so the compile cache already holds them), evaluated with fixed_param at random parameter points; the two fits
-are 2 chains x 150 draws on 150 cells x 42 genes.
+Cheap by design: the Stan programs are those of tests/test_likelihoods.py (helpers.reference_program, with
+log_lik, so the compile cache already holds them), evaluated with fixed_param at random parameter points; the
+two fits are 2 chains x 150 draws on 150 cells x 42 genes.
 """
 
 from __future__ import annotations
@@ -15,21 +15,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from helpers import scribe, small_counts
+from helpers import reference_data, reference_program, scribe, small_counts
 
 from scribe_cli.config import ModelConfig, validate
 from scribe_cli.data import Counts
 from scribe_cli.pointwise import cell_loglik, gene_elpd_difference, iter_blocks, posterior_draws
 from scribe_cli.idata import variable_dims
-from scribe_cli.render import render
-from scribe_cli.standata import stan_data
+from test_likelihoods import CASES as LIKELIHOOD_CASES
 
-# Configurations of test_output_groups.CASES (cached programs) covering NB, zero inflation, a mixture, capture and BNB.
-CASES = {
-    "zinb": dict(model="zinb"),
-    "mix2": dict(model="nbdm", components=2, assignments=True),
-    "zinbvcp_mix_bnb": dict(model="zinbvcp", components=2, bnb=True, overdispersion_prior="horseshoe"),
-}
+# Programs of tests/test_likelihoods.py (helpers.reference_program: cached) covering NB, zero inflation, a mixture,
+# capture and BNB.
+CASES = {name: LIKELIHOOD_CASES[name] for name in ("zinb_horseshoe", "mix", "zinbvcp_mix_bnb")}
 N_POINTS = 3  # parameter points = "draws" of the posterior built below
 
 
@@ -43,8 +39,8 @@ def _counts(X: sp.csr_matrix) -> Counts:
 def _posterior_at_points(name, compile_stan, X, tmp_path):
     """Stan's variables at N_POINTS random parameter points (fixed_param), as a posterior with one chain."""
     config = validate(ModelConfig(**CASES[name]))
-    model = compile_stan(render(config, log_lik=True), name=f"loglik_{name}")
-    data = stan_data(config, X, log_lik=True)
+    model = compile_stan(reference_program(config), name=f"lik_{name}")
+    data = reference_data(config, X)
     points = []
     for seed in range(N_POINTS):
         fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed + 1, sig_figs=18,
@@ -75,7 +71,7 @@ def test_per_gene_waic_matches_arviz_and_blocks(compile_stan, tmp_path):
     """Per gene, the blocked WAIC sums equal ArviZ's pointwise WAIC of the full (draw, cell x gene) matrix summed
     per gene, whatever the block size; a fit against itself differs by exactly 0 with SE 0."""
     X = small_counts(12)
-    post, _, counts = _posterior_at_points("zinb", compile_stan, X, tmp_path)
+    post, _, counts = _posterior_at_points("zinb_horseshoe", compile_stan, X, tmp_path)
     draws, idx = posterior_draws(post, counts)
     (block,) = list(iter_blocks(draws, idx, counts, budget=10**9))  # one block: the full matrix
     full = block.lp[..., 0]  # (S, C, G)

@@ -1,25 +1,27 @@
 """Each fast likelihood form against a direct dense log density.
 
-A program rendered with ``check_loglik=True`` adds two generated quantities: ``log_lik``, the very
+A program rendered with ``check_loglik=True`` adds two generated quantities: ``log_lik_fast``, the very
 expression the model block adds to target (sufficient statistics / per-cell marginalisation /
 reduce_sum), and ``log_lik_dense``, a plain loop of Stan's built-in lpmfs (neg_binomial_2,
 beta_neg_binomial, log_sum_exp for zero inflation and mixtures) over the full matrix. Both are evaluated
 at random parameter points (fixed_param, random inits: uniform(-2, 2) on the unconstrained scale) on a
 small random sparse matrix with many zeros, an all-zero cell and an all-zero gene; they must agree to
 1e-8 relative. scipy (nbinom, betanbinom) recomputes the dense value from the printed parameters as an
-independent third check.
+independent third check, and each cell's log_lik (render(log_lik=True), for LOO) against it cell by cell.
 
 Compiling costs ~10-20 s per program, so the configurations below are chosen to cover every likelihood
 form and every branch of its template (NB / BNB, zero inflation, scalar / gene-specific p, K = 1 / 2,
-capture via probability / odds) in a dozen programs, not the whole matrix. tests/test_recovery.py fits
-some of the same programs (same text, so the compile cache serves them).
+capture via probability / odds) in a dozen programs, not the whole matrix. Every program is rendered by
+helpers.reference_program (the checks and log_lik in one program), and tests/test_recovery.py,
+test_output_groups.py and test_compare.py use the same programs (same text, so the compile cache serves them).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_cell_loglik_matches_scipy, bnb_logpmf, dense_cell_loglik, small_counts
+from helpers import (assert_cell_loglik_matches_scipy, bnb_logpmf, dense_cell_loglik, reference_data,
+                     reference_program, small_counts)
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
@@ -75,8 +77,8 @@ def _point_values(fit) -> list[dict]:
 @pytest.mark.parametrize("name", list(CASES))
 def test_fast_likelihood_matches_dense(name, compile_stan, counts, tmp_path):
     config = validate(ModelConfig(**CASES[name]))
-    model = compile_stan(render(config, check_loglik=True), name=f"lik_{name.replace('-', '_')}")
-    data = stan_data(config, counts, dense=True)
+    model = compile_stan(reference_program(config), name=f"lik_{name.replace('-', '_')}")
+    data = reference_data(config, counts)
     U = data["counts_dense"]
     points = []
     for seed in range(N_POINTS):
@@ -86,9 +88,12 @@ def test_fast_likelihood_matches_dense(name, compile_stan, counts, tmp_path):
     assert len(points) == N_POINTS
     values = []
     for v in points:
-        fast, dense = float(v["log_lik"]), float(v["log_lik_dense"])
+        fast, dense = float(v["log_lik_fast"]), float(v["log_lik_dense"])
         assert np.isfinite(fast) and np.isfinite(dense)
         assert fast == pytest.approx(dense, rel=REL_TOL), (name, fast, dense)
+        # each cell's log_lik (the all-zero cell 3 and the cells with the large counts among them) against scipy
+        assert v["log_lik"].shape == (U.shape[0],)
+        assert_cell_loglik_matches_scipy(config, v, U, REL_TOL, f"{name} ({likelihood_form(config)})")
         per_cell, cell_lp = dense_cell_loglik(config, v, U)
         reference = float(per_cell.sum())
         # scipy from printed values: parameters pass through text, and scipy's own rounding differs
@@ -181,15 +186,15 @@ def test_rise_table_with_tail_against_lgamma():
 @pytest.mark.parametrize("name", TAIL_CASES)
 def test_counts_above_the_table_limit_match_dense(name, compile_stan, counts, tmp_path):
     config = validate(ModelConfig(**CASES[name]))
-    model = compile_stan(render(config, check_loglik=True), name=f"lik_{name.replace('-', '_')}")
+    model = compile_stan(reference_program(config), name=f"lik_{name.replace('-', '_')}")
     for extreme in (False, True):
-        data = stan_data(config, _with_tail(counts, extreme), dense=True)
+        data = reference_data(config, _with_tail(counts, extreme))
         assert data["H"] >= 4 + extreme and data["T"] <= data["G"] * RISE_LIMIT
         for seed in (1, 2):
             fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed, sig_figs=18,
                                output_dir=str(tmp_path), show_progress=False)
             (v,) = _point_values(fit)
-            fast, dense = float(v["log_lik"]), float(v["log_lik_dense"])
+            fast, dense = float(v["log_lik_fast"]), float(v["log_lik_dense"])
             if config.bnb and extreme:
                 # Stan's built-in beta_neg_binomial_lpmf gives -inf at counts near 2^31 (its own limit), so the
                 # reference there is scipy's gammaln / betaln, entry by entry, at the same parameter values.
@@ -232,9 +237,9 @@ def test_bnb_tends_to_nb_as_omega_vanishes(compile_stan, counts, tmp_path):
     the same omega (z = 0), L_BNB(omega) - L_NB = c omega + O(omega^2)."""
     bnb = validate(ModelConfig(**CASES["bnb"]))
     nb = validate(ModelConfig(**CASES["nbdm"]))
-    bnb_model = compile_stan(render(bnb, check_loglik=True), name="lik_bnb")
-    nb_model = compile_stan(render(nb, check_loglik=True), name="lik_nbdm")
-    data = stan_data(bnb, counts, dense=True)
+    bnb_model = compile_stan(reference_program(bnb), name="lik_bnb")
+    nb_model = compile_stan(reference_program(nb), name="lik_nbdm")
+    data = reference_data(bnb, counts)
     G = data["G"]
     log_mu = np.random.default_rng(3).normal(0.5, 1.0, size=G).tolist()
     shared = {"log_mu": log_mu, "p": 0.3}
@@ -244,7 +249,7 @@ def test_bnb_tends_to_nb_as_omega_vanishes(compile_stan, counts, tmp_path):
     def loglik(model, inits):
         fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=1, sig_figs=18,
                            inits=inits, output_dir=str(tmp_path), show_progress=False)
-        return float(fit.stan_variable("log_lik")[0])
+        return float(fit.stan_variable("log_lik_fast")[0])
 
     nb_value = loglik(nb_model, shared)
     excess = {}
@@ -292,6 +297,8 @@ DATASET_CASES = {
     # form: capture_shared_p (p per dataset)
     "ds_nbvcp_shared": dict(model="nbvcp", dataset_key="ds", expression_dataset_prior="gaussian",
                             prob_dataset_prior="neg", prob_dataset_mode="scalar"),
+    "ds_nbvcp_odds": dict(model="nbvcp", parameterization="mean-odds", dataset_key="ds",
+                          expression_dataset_prior="horseshoe"),  # p shared (real)
     # form: capture_cells
     "ds_zinbvcp_gate": dict(model="zinbvcp", dataset_key="ds", zero_inflation_dataset_prior="horseshoe"),
     "ds_nbvcp_meandisp_bnb": dict(model="nbvcp", parameterization="mean-disp", bnb=True,
@@ -299,22 +306,14 @@ DATASET_CASES = {
     # mixtures with --dataset-key alone: per-dataset weights
     "ds_mix_pairs": dict(model="nbdm", components=2, assignments=True, dataset_key="ds"),
     "ds_mix_cells": dict(model="zinbvcp", components=2, assignments=True, dataset_key="ds"),
-}
-
-# Per-cell log_lik (render(log_lik=True)) of dataset programs: each form's per-cell function with datasets.
-DATASET_LOG_LIK_CASES = {
-    "ds_pairs": DATASET_CASES["ds_pairs"],  # pairs: per-dataset sums of log P(0)
-    "ds_nbvcp_odds": dict(model="nbvcp", parameterization="mean-odds", dataset_key="ds",
-                          expression_dataset_prior="horseshoe"),  # capture_shared_p, p shared (real)
-    "ds_zinbvcp_gate": DATASET_CASES["ds_zinbvcp_gate"],  # capture_cells: cells_loglik per dataset column
-    "ds_mix_shared": dict(model="nbvcp", components=2, assignments=True, dataset_key="ds"),  # capture_shared_p mixture
+    "ds_mix_shared": dict(model="nbvcp", components=2, assignments=True, dataset_key="ds"),  # capture_shared_p
 }
 
 
 def test_dataset_cases_cover_every_form():
     forms = {likelihood_form(validate(ModelConfig(**kw))) for kw in DATASET_CASES.values()}
     assert forms == {"pairs", "pairs_mixture", "capture_shared_p", "capture_cells"}
-    configs = [validate(ModelConfig(**kw)) for kw in list(DATASET_CASES.values()) + list(DATASET_LOG_LIK_CASES.values())]
+    configs = [validate(ModelConfig(**kw)) for kw in DATASET_CASES.values()]
     used = {(t, f) for c in configs for t, f in c.dataset_priors().items()}
     assert {t for t, _ in used} == {"expression", "prob", "gate", "overdispersion"}
     assert {f for _, f in used} == {"gaussian", "horseshoe", "neg"}
@@ -435,8 +434,8 @@ def test_dataset_fast_likelihood_matches_dense(name, compile_stan, dataset_count
     lpmfs at [g, cell_dataset[c]] and against scipy at each cell's dataset's parameters."""
     X, cell_dataset = dataset_counts
     config = validate(ModelConfig(**DATASET_CASES[name]))
-    model = compile_stan(render(config, check_loglik=True), name=f"lik_{name}")
-    data = stan_data(config, X, dense=True, cell_dataset_override=cell_dataset)
+    model = compile_stan(reference_program(config), name=f"lik_{name}")
+    data = reference_data(config, X, cell_dataset_override=cell_dataset)
     assert data["D"] == 3 and list(data["cell_dataset"]) == list(cell_dataset + 1)
     U = data["counts_dense"]
     C, G = U.shape
@@ -445,9 +444,12 @@ def test_dataset_fast_likelihood_matches_dense(name, compile_stan, dataset_count
         fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed + 1, sig_figs=18,
                            output_dir=str(tmp_path), show_progress=False)
         (v,) = _point_values(fit)
-        fast, dense = float(v["log_lik"]), float(v["log_lik_dense"])
+        fast, dense = float(v["log_lik_fast"]), float(v["log_lik_dense"])
         assert np.isfinite(fast) and np.isfinite(dense)
         assert fast == pytest.approx(dense, rel=REL_TOL), (name, fast, dense)
+        # each cell's log_lik at its dataset's parameters (and weights), every cell against scipy
+        assert v["log_lik"].shape == (C,)
+        assert_cell_loglik_matches_scipy(config, v, U, REL_TOL, f"{name} ({likelihood_form(config)})", cell_dataset)
         per_cell, cell_lp = dense_cell_loglik(config, v, U, cell_dataset)
         assert float(per_cell.sum()) == pytest.approx(dense, rel=1e-7), (name, float(per_cell.sum()), dense)
         if config.dataset_params:
@@ -465,28 +467,6 @@ def test_dataset_fast_likelihood_matches_dense(name, compile_stan, dataset_count
             np.testing.assert_allclose(v["assignment_prob"], expected, atol=1e-7)
         values.append(dense)
     assert len(set(values)) == N_POINTS, "the parameter points did not differ"
-
-
-@pytest.mark.parametrize("name", list(DATASET_LOG_LIK_CASES))
-def test_dataset_log_lik_per_cell(name, compile_stan, dataset_counts, tmp_path):
-    """render(log_lik=True) of dataset programs: each cell's log likelihood against scipy at its dataset's
-    parameters (and weights), every cell (the all-zero cell 3, dataset 0's all-zero gene included)."""
-    X, cell_dataset = dataset_counts
-    config = validate(ModelConfig(**DATASET_LOG_LIK_CASES[name]))
-    model = compile_stan(render(config, log_lik=True), name=f"loglik_{name}")
-    data = stan_data(config, X, log_lik=True, cell_dataset_override=cell_dataset)
-    U = X.toarray()
-    seen = []
-    for seed in range(N_POINTS):
-        fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed + 1, sig_figs=18,
-                           output_dir=str(tmp_path), show_progress=False)
-        (v,) = _point_values(fit)
-        assert v["log_lik"].shape == (U.shape[0],)
-        if config.dataset_params:
-            _check_dataset_transforms(config, v, U.shape[1], 3)
-        seen.append(assert_cell_loglik_matches_scipy(config, v, U, REL_TOL, f"{name} ({likelihood_form(config)})",
-                                                     cell_dataset))
-    assert len(set(seen)) == N_POINTS, "the parameter points did not differ"
 
 
 def test_sparse_stats_with_datasets(dataset_counts):
@@ -540,13 +520,14 @@ def test_native_gradient_matches_stan(name, compile_stan, tmp_path):
     options, datasets = NATIVE_CASES[name]
     native = validate(ModelConfig(**options))
     reference = validate(ModelConfig(**options, native_gradients=False))
-    native_text, reference_text = render(native), render(reference)
+    # the native program is the dense tests' (lik_<name>): one compile fewer
+    native_text, reference_text = reference_program(native), reference_program(reference)
     assert "_zero_terms(" in native_text and "_nonzero_terms(" in native_text
     assert "_zero_terms(" not in reference_text
     X, cell_dataset = _native_counts()
-    data = stan_data(native, X, cell_dataset_override=cell_dataset if datasets else None)
+    data = reference_data(native, X, cell_dataset_override=cell_dataset if datasets else None)
     assert 0.15 < X.nnz / np.prod(X.shape) < 0.5  # zeros and non-zeros both common
-    model = compile_stan(native_text, name=f"native_{name}")
+    model = compile_stan(native_text, name=f"lik_{name}")
     ref_model = compile_stan(reference_text, name=f"ref_{name}")
     points = []
     for seed in range(N_POINTS):
@@ -577,11 +558,11 @@ def test_native_rise_sum_matches_stan(compile_stan, counts, tmp_path):
     the last two up to ~1e4 at these points), and the data carry counts above the table's limit (its tail)."""
     native = validate(ModelConfig(**CASES["bnb"]))
     reference = validate(ModelConfig(**CASES["bnb"], native_gradients=False))
-    native_text, reference_text = render(native, check_loglik=True), render(reference, check_loglik=True)
+    native_text, reference_text = reference_program(native), reference_program(reference)
     assert "rise_table_sum(x" in native_text and "rise_table_sum" not in reference_text
     model = compile_stan(native_text, name="lik_bnb")  # the program of test_fast_likelihood_matches_dense
     ref_model = compile_stan(reference_text, name="ref_lik_bnb")
-    data = stan_data(native, _with_tail(counts, False), dense=True)
+    data = reference_data(native, _with_tail(counts, False))
     for seed in range(N_POINTS):
         fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed + 21, sig_figs=18,
                            output_dir=str(tmp_path), show_progress=False)

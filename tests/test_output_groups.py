@@ -24,15 +24,13 @@ from scribe_cli.idata import variable_dims
 from scribe_cli.plan import likelihood_form
 from scribe_cli.render import render
 from scribe_cli.standata import stan_data
+from test_likelihoods import CASES as LIKELIHOOD_CASES
 
-# One configuration per likelihood form and branch of its log_lik code (6 programs, ~15 s each to compile once).
+# Each cell's log_lik is checked against scipy in tests/test_likelihoods.py, on every program there (every
+# likelihood form, with and without datasets). One branch is not among them: a capture_cells mixture without
+# assignment_prob, whose generated quantities compute the components' terms for log_lik alone.
 CASES = {
-    "nbdm": dict(model="nbdm"),  # pairs
-    "zinb": dict(model="zinb"),  # pairs, zero inflation
-    "mix2": dict(model="nbdm", components=2, assignments=True),  # pairs_mixture, lp shared with assignment_prob
-    "nbvcp": dict(model="nbvcp"),  # capture_shared_p
-    "zinbvcp": dict(model="zinbvcp"),  # capture_cells
-    "zinbvcp_mix_bnb": dict(model="zinbvcp", components=2, bnb=True, overdispersion_prior="horseshoe"),  # capture_cells, K = 2
+    "zinbvcp_mix_bnb": dict(model="zinbvcp", components=2, bnb=True, overdispersion_prior="horseshoe"),
 }
 N_POINTS = 2
 REL_TOL = 1e-8
@@ -62,7 +60,7 @@ def test_log_lik_per_cell_matches_dense_scipy(name, compile_stan, counts, tmp_pa
 
 def test_programs_without_log_lik_are_unchanged(counts):
     """log_lik only appears on request: no per-cell data for the pair forms, no generated quantity."""
-    for kw in CASES.values():
+    for kw in [*LIKELIHOOD_CASES.values(), *CASES.values()]:
         config = validate(ModelConfig(**kw))
         plain = render(config)
         assert plain == render(config, log_lik=False)
@@ -72,8 +70,8 @@ def test_programs_without_log_lik_are_unchanged(counts):
             assert "nz_pair" not in data and {"nz_pair", "cell_start", "N"} <= set(with_ll)
         else:
             assert set(data) == set(with_ll)
-    with pytest.raises(ValueError):
-        render(validate(ModelConfig()), log_lik=True, check_loglik=True)
+    both = render(validate(ModelConfig()), log_lik=True, check_loglik=True)  # the tests' reference programs
+    assert " log_lik = " in both and " log_lik_fast = " in both and " log_lik_dense = " in both
 
 
 def test_log_lik_is_on_the_cell_axis_when_cells_equal_genes():

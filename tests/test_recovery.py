@@ -12,8 +12,8 @@ what fails that is a real miscalibration (a wrong likelihood term, transform or 
 Where the truth is not drawn from the prior (shrinkage scenarios) only identified quantities (gene means)
 are checked, which the data dominate.
 
-The programs are those of tests/test_likelihoods.py (rendered with check_loglik=True, same text), so the
-compile cache serves them to both files.
+The programs are those of tests/test_likelihoods.py (helpers.reference_program, same text), so the compile
+cache serves them to both files.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from scribe_cli.config import ModelConfig, validate
 from scribe_cli.render import render
 from scribe_cli.standata import stan_data
 
+from helpers import reference_data, reference_program
 from test_likelihoods import CASES
 
 pytestmark = pytest.mark.slow
@@ -36,11 +37,11 @@ LEVEL = 0.9
 
 def _program(compile_stan, name):
     config = validate(ModelConfig(**CASES[name]))
-    return config, compile_stan(render(config, check_loglik=True), name=f"lik_{name}")
+    return config, compile_stan(reference_program(config), name=f"lik_{name}")
 
 
 def _nuts(model, config, X, tmp_path, seed=1, warmup=400, draws=400, chains=4, **kw):
-    fit = model.sample(data=stan_data(config, sp.csr_matrix(X), dense=True), chains=chains, parallel_chains=2,
+    fit = model.sample(data=reference_data(config, sp.csr_matrix(X)), chains=chains, parallel_chains=2,
                        iter_warmup=warmup, iter_sampling=draws, seed=seed, output_dir=str(tmp_path),
                        show_progress=False, **kw)
     divergences = int(np.sum(fit.method_variables()["divergent__"]))
