@@ -9,6 +9,12 @@ core: run it alone, or read its seconds as upper bounds.
 
     python bench/profile_gradient.py ../shared/data/pbmc_1k_v3.h5ad --model nbdm
     python bench/profile_gradient.py ../shared/data/pbmc_1k_v3.h5ad --model nbdm --options '{"native_gradients": false}'
+
+`--perf` runs the program as `scribe run` compiles it under Linux `perf record` instead (one chain, no adaptation,
+unit metric, a fixed tiny step and tree depth 5, as bench/likelihood_scaling.py times gradients) and prints the
+functions that take the most samples: what the profile blocks cannot split (transcendentals, the tape, CSV output).
+
+    python bench/profile_gradient.py ../shared/data/pbmc_1k_v3.h5ad --model nbdm --perf
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +46,24 @@ def with_profiles(program: str) -> str:
     return program[:start] + wrapped + program[end:]
 
 
+def perf_report(exe: str, data: dict, iterations: int, seed: int, top: int = 25) -> None:
+    """`perf record` one fixed-step chain of ``exe`` and print its ``top`` functions by self time."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_file = Path(tmp) / "data.json"
+        data_file.write_text(json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in data.items()}))
+        run = [exe, "sample", "num_warmup=0", f"num_samples={iterations}", "adapt", "engaged=0", "algorithm=hmc",
+               "engine=nuts", "max_depth=5", "stepsize=0.001", "metric=unit_e", "data", f"file={data_file}",
+               "init=0.5", "output", f"file={Path(tmp) / 'out.csv'}", "random", f"seed={seed}"]
+        perf_data = str(Path(tmp) / "perf.data")
+        subprocess.run(["perf", "record", "-q", "-o", perf_data, *run], check=True, capture_output=True)
+        report = subprocess.run(["perf", "report", "-i", perf_data, "--no-children", "--sort", "symbol", "--stdio"],
+                                check=True, capture_output=True, text=True).stdout
+    rows = [line for line in report.splitlines() if line.strip() and not line.startswith("#") and "%" in line]
+    print("\n".join(row[:160] for row in rows[:top]))
+
+
 def main() -> None:
     import anndata
     import pandas as pd
@@ -57,13 +82,17 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--perf", action="store_true", help="sample the shipped program under `perf record` instead")
     args = ap.parse_args()
     options = {"model": args.model, **json.loads(args.options)}
     options.setdefault("prob_prior", default_prob_prior(options.get("parameterization", "canonical")))
     config = validate(ModelConfig(**options))
     X = sp.csr_matrix(anndata.read_h5ad(args.h5ad).X)
-    model = compile_program(with_profiles(render(config)), name="gradient").model
     data = stan_data(config, X)
+    if args.perf:
+        perf_report(compile_program(render(config), name=args.model).model.exe_file, data, args.samples, args.seed)
+        return
+    model = compile_program(with_profiles(render(config)), name="gradient").model
     with tempfile.TemporaryDirectory() as tmp:
         t = time.monotonic()
         here = os.getcwd()

@@ -14,7 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy import fft, special, stats
+from scipy import fft, special
 
 BLOCK_BYTES = 32 * 2**20  # scalars per block: small blocks stay in memory bandwidth's sweet spot (measured)
 
@@ -177,3 +177,42 @@ def scalars(ds) -> dict[str, np.ndarray]:
         v = var.transpose("chain", "draw", ...).values
         out[name] = v.reshape(v.shape[0], v.shape[1], -1)
     return out
+
+
+def mcse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Monte Carlo standard errors of each scalar's mean and sd (x: chain, draw, scalar), as az.summary's
+    mcse_mean and mcse_sd: the draws' variance over the split-chain ESS of the draws, and the variance of the
+    squared deviations over their own ESS (delta method for the sd). NaN where a scalar is not finite or has
+    fewer than 4 draws per chain."""
+    x = np.asarray(x)
+    out = np.full((2, x.shape[2]), np.nan)
+    for s in _blocks(x):
+        b = np.ascontiguousarray(x[:, :, s].transpose(2, 0, 1), dtype=np.float64)
+        ok = _valid(b)
+        if not ok.any():
+            continue
+        b = b[ok]
+        e = b.shape[0]
+        n = b.shape[1] * b.shape[2]
+        c2 = (b - b.reshape(e, -1).mean(axis=1)[:, None, None]) ** 2
+        c2_sum = c2.reshape(e, -1).sum(axis=1)
+        evar = c2_sum / n
+        varvar = ((c2 ** 2).reshape(e, -1).mean(axis=1) - evar ** 2) / _ess(_split(c2))
+        cols = np.arange(s.start, s.stop)[ok]
+        with np.errstate(divide="ignore", invalid="ignore"):  # a constant scalar: 0 / 0, as ArviZ gives
+            out[0, cols] = np.sqrt(c2_sum / (n - 1) / _ess(_split(b)))
+            out[1, cols] = np.sqrt(varvar / evar / 4)
+    return out[0], out[1]
+
+
+def hdi(x: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each scalar's shortest interval holding ``prob`` of its draws (x: chain, draw, scalar), as az.hdi
+    (multimodal=False): over the sorted draws, the narrowest window of floor(prob n) steps."""
+    flat = np.sort(np.asarray(x, dtype=np.float64).reshape(-1, x.shape[2]), axis=0)
+    n = flat.shape[0]
+    inc = int(np.floor(prob * n))
+    if inc >= n:
+        raise ValueError("too few draws for an interval")
+    lo = np.argmin(flat[inc:] - flat[:n - inc], axis=0)
+    cols = np.arange(flat.shape[1])
+    return flat[lo, cols], flat[lo + inc, cols]
