@@ -48,11 +48,11 @@ def with_profiles(program: str) -> str:
 
 def perf_report(exe: str, data: dict, iterations: int, seed: int, top: int = 25) -> None:
     """`perf record` one fixed-step chain of ``exe`` and print its ``top`` functions by self time."""
-    import numpy as np
+    from cmdstanpy import write_stan_json
 
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "data.json"
-        data_file.write_text(json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in data.items()}))
+        write_stan_json(str(data_file), data)
         run = [exe, "sample", "num_warmup=0", f"num_samples={iterations}", "adapt", "engaged=0", "algorithm=hmc",
                "engine=nuts", "max_depth=5", "stepsize=0.001", "metric=unit_e", "data", f"file={data_file}",
                "init=0.5", "output", f"file={Path(tmp) / 'out.csv'}", "random", f"seed={seed}"]

@@ -40,40 +40,38 @@ def run_attrs(idata: az.InferenceData) -> dict:
     return attrs
 
 
-# Columns and rounding of az.summary(kind="all", hdi_prob=0.9).
-STATS = ("mean", "sd", "hdi_5%", "hdi_95%")
-DIAGNOSTICS = ("mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat")
+# Rounding of az.summary's table.
 DECIMALS = {"ess_bulk": 0, "ess_tail": 0, "r_hat": 2}  # the rest: 3
 
 
 def parameter_table(idata: az.InferenceData, var_names: list[str] | None = None, rounded: bool = True) -> pd.DataFrame:
     """az.summary(idata, var_names, kind, hdi_prob=0.9), the same rows, labels, columns and numbers, with array
-    operations over all scalars at once: ArviZ computes its diagnostics one scalar at a time in Python (11 s of
-    a 14 s `scribe summary` on the 500-gene demo, minutes on a full-gene posterior). tests/test_rank_diagnostics.py
-    holds it to az.summary. Approximate methods get the stats only: R-hat and ESS of their draws mean nothing."""
+    operations over each variable's scalars at once: ArviZ computes its diagnostics one scalar at a time in Python
+    (11 s of a 14 s `scribe summary` on the 500-gene demo, minutes on a full-gene posterior).
+    tests/test_rank_diagnostics.py holds it to az.summary. Approximate methods get the stats only: R-hat and ESS
+    of their draws mean nothing."""
     post = idata.posterior
     method = run_attrs(idata).get("method", "nuts")
     names = list(post.data_vars) if var_names is None else list(var_names)
     unknown = [n for n in names if n not in post.data_vars]
     if unknown:
         raise UserInputError(f"unknown variable {unknown[0]!r} in --var; use names from the posterior group")
-    labels, blocks = [], []
-    for name in names:
+    tables = []
+    for name in names:  # one variable at a time: no second copy of the whole posterior
         var = post[name].transpose("chain", "draw", ...)
         dims = var.dims[2:]
-        values = var.values.reshape(var.shape[0], var.shape[1], -1)
-        blocks.append(values)
+        x = var.values.reshape(var.shape[0], var.shape[1], -1)
         coords = [var.coords[d].values if d in var.coords else np.arange(var.sizes[d]) for d in dims]
-        labels += [f"{name}[{', '.join(map(str, combo))}]" if dims else name for combo in itertools.product(*coords)]
-    x = np.concatenate(blocks, axis=2) if blocks else np.empty((post.sizes["chain"], post.sizes["draw"], 0))
-    flat = x.reshape(-1, x.shape[2])
-    lower, upper = rank_diagnostics.hdi(x, 0.9)
-    columns = {"mean": flat.mean(axis=0), "sd": flat.std(axis=0, ddof=1), "hdi_5%": lower, "hdi_95%": upper}
-    if method == "nuts":
-        columns["mcse_mean"], columns["mcse_sd"] = rank_diagnostics.mcse(x)
-        r_hat, columns["ess_bulk"], columns["ess_tail"] = rank_diagnostics.diagnose(x)
-        columns["r_hat"] = r_hat
-    table = pd.DataFrame(columns, index=labels)
+        labels = [f"{name}[{', '.join(map(str, combo))}]" if dims else name for combo in itertools.product(*coords)]
+        flat = x.reshape(-1, x.shape[2])
+        lower, upper = rank_diagnostics.hdi(x, 0.9)
+        columns = {"mean": flat.mean(axis=0), "sd": flat.std(axis=0, ddof=1), "hdi_5%": lower, "hdi_95%": upper}
+        if method == "nuts":
+            columns["mcse_mean"], columns["mcse_sd"] = rank_diagnostics.mcse(x)
+            r_hat, columns["ess_bulk"], columns["ess_tail"] = rank_diagnostics.diagnose(x)
+            columns["r_hat"] = r_hat
+        tables.append(pd.DataFrame(columns, index=labels))
+    table = pd.concat(tables)
     return table.round({c: DECIMALS.get(c, 3) for c in table.columns}) if rounded else table
 
 
