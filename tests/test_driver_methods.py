@@ -43,6 +43,9 @@ pytestmark = pytest.mark.slow
 # Stan programs (each compiled once per toolchain through the content-hash cache)
 # --------------------------------------------------------------------------------------------
 
+# One program, two targets (one compile): the conjugate normal-normal, and with bimodal = 1 two modes at
+# +-50 with sd 1, where the log density at 0 is 1250 below the modes, so neither an optimiser nor a NUTS
+# chain (step sizes ~1, even the 10x probes of early dual averaging) can cross.
 NORMAL_PROGRAM = """
 data {
   int<lower=0> N;
@@ -50,13 +53,18 @@ data {
   real<lower=0> sigma;
   real mu0;
   real<lower=0> tau0;
+  int<lower=0, upper=1> bimodal;
 }
 parameters {
   real mu;
 }
 model {
-  mu ~ normal(mu0, tau0);
-  y ~ normal(mu, sigma);
+  if (bimodal) {
+    target += log_mix(0.5, normal_lpdf(mu | -50, 1), normal_lpdf(mu | 50, 1));
+  } else {
+    mu ~ normal(mu0, tau0);
+    y ~ normal(mu, sigma);
+  }
 }
 generated quantities {
   real y2 = 2 * mu + 1;
@@ -84,46 +92,27 @@ model {
 # of the ELBO, and for a normalised target the ELBO at the optimum is log Z = 0, so relative
 # changes never get small and ADVI stops at its iteration limit ("may not have converged"; real
 # CmdStan behaves the same). With log_z = 100 the ELBO is ~100.
+# One program for independent (correlated = 0: sds s) and correlated (correlated = 1: covariance S)
+# Gaussian targets, so the two compile once.
 IID_PROGRAM = """
 data {
   int<lower=1> K;
   vector[K] m;
-  vector<lower=0>[K] s;
+  int<lower=0, upper=1> correlated;
+  vector<lower=0>[correlated ? 0 : K] s;
+  matrix[correlated ? K : 0, correlated ? K : 0] S;
   real log_z;
 }
 parameters {
   vector[K] theta;
 }
 model {
-  theta ~ normal(m, s);
+  if (correlated) {
+    theta ~ multi_normal(m, S);
+  } else {
+    theta ~ normal(m, s);
+  }
   target += log_z;
-}
-"""
-
-MVN_PROGRAM = """
-data {
-  int<lower=1> K;
-  vector[K] m;
-  cov_matrix[K] S;
-  real log_z;
-}
-parameters {
-  vector[K] theta;
-}
-model {
-  theta ~ multi_normal(m, S);
-  target += log_z;
-}
-"""
-
-# Two modes at +-50 with sd 1: the log density at 0 is 1250 below the modes, so neither an
-# optimiser nor a NUTS chain (step sizes ~1, even the 10x probes of early dual averaging) can cross.
-BIMODAL_PROGRAM = """
-parameters {
-  real mu;
-}
-model {
-  target += log_mix(0.5, normal_lpdf(mu | -50, 1), normal_lpdf(mu | 50, 1));
 }
 """
 
@@ -148,12 +137,15 @@ NORMAL_DATA = {
     "sigma": 2.0,
     "mu0": 1.0,
     "tau0": 3.0,
+    "bimodal": 0,
 }
 _prec = 1 / NORMAL_DATA["tau0"] ** 2 + NORMAL_DATA["N"] / NORMAL_DATA["sigma"] ** 2
 NORMAL_POST_SD = math.sqrt(1 / _prec)
 NORMAL_POST_MEAN = (
     NORMAL_DATA["mu0"] / NORMAL_DATA["tau0"] ** 2 + sum(NORMAL_DATA["y"]) / NORMAL_DATA["sigma"] ** 2
 ) / _prec
+
+BIMODAL_DATA = {"N": 0, "y": [], "sigma": 1.0, "mu0": 0.0, "tau0": 1.0, "bimodal": 1}
 
 BB_DATA = {"n": 20, "y": 7, "a": 2.0, "b": 3.0}
 BB_A = BB_DATA["a"] + BB_DATA["y"]  # posterior Beta(A, B)
@@ -171,16 +163,17 @@ K_IID = 100
 _rng = np.random.default_rng(7)
 IID_M = np.round(np.linspace(-10.0, 10.0, K_IID), 6)[_rng.permutation(K_IID)]  # distinct, shuffled
 IID_S = np.round(np.linspace(0.5, 3.0, K_IID), 6)[_rng.permutation(K_IID)]
-IID_DATA = {"K": K_IID, "m": IID_M.tolist(), "s": IID_S.tolist(), "log_z": 100.0}
+NOT_CORRELATED = {"correlated": 0, "S": np.zeros((0, 0)).tolist(), "log_z": 100.0}
+IID_DATA = {"K": K_IID, "m": IID_M.tolist(), "s": IID_S.tolist(), **NOT_CORRELATED}
 
 K_SMALL = 5
-SMALL_DATA = {"K": K_SMALL, "m": IID_M[:K_SMALL].tolist(), "s": IID_S[:K_SMALL].tolist(), "log_z": 100.0}
+SMALL_DATA = {"K": K_SMALL, "m": IID_M[:K_SMALL].tolist(), "s": IID_S[:K_SMALL].tolist(), **NOT_CORRELATED}
 
 MVN_M = np.array([1.0, -2.0, 3.0])
 _sd = np.array([1.0, 2.0, 0.5])
 _corr = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.1], [0.3, 0.1, 1.0]])
 MVN_S = _corr * np.outer(_sd, _sd)
-MVN_DATA = {"K": 3, "m": MVN_M.tolist(), "S": MVN_S.tolist(), "log_z": 100.0}
+MVN_DATA = {"K": 3, "m": MVN_M.tolist(), "correlated": 1, "s": [], "S": MVN_S.tolist(), "log_z": 100.0}
 
 # --------------------------------------------------------------------------------------------
 # Monte Carlo error helpers
@@ -261,16 +254,6 @@ def bb_model(compile_stan):
 @pytest.fixture(scope="module")
 def iid_model(compile_stan):
     return compile_stan(IID_PROGRAM, "iid_normal")
-
-
-@pytest.fixture(scope="module")
-def mvn_model(compile_stan):
-    return compile_stan(MVN_PROGRAM, "mvn")
-
-
-@pytest.fixture(scope="module")
-def bimodal_model(compile_stan):
-    return compile_stan(BIMODAL_PROGRAM, "bimodal")
 
 
 @pytest.fixture(scope="module")
@@ -500,9 +483,9 @@ def test_iid_normal_meanfield_advi_means(iid_model):
     assert fit.variational_sample.shape[0] == 1000
 
 
-def test_correlated_normal_fullrank_advi(mvn_model):
+def test_correlated_normal_fullrank_advi(iid_model):
     """Same kind of tolerance as meanfield (optimisation noise, measured worst 0.07..0.29 sd on 8 seeds)."""
-    fit = mvn_model.variational(data=MVN_DATA, algorithm="fullrank", seed=19, draws=2000)
+    fit = iid_model.variational(data=MVN_DATA, algorithm="fullrank", seed=19, draws=2000)
     mean = np.asarray(fit.stan_variable("theta", mean=True))
     sd = np.sqrt(np.diag(MVN_S))
     err = (mean - MVN_M) / sd
@@ -650,14 +633,14 @@ def test_fixed_param_for_model_without_parameters(no_params_model):
         assert not np.array_equal(chains_of(fit, "z")[0], chains_of(fit, "z")[1])
 
 
-def test_inits_are_used_by_the_optimizer(bimodal_model):
+def test_inits_are_used_by_the_optimizer(normal_model):
     # Both modes are equally high; which one L-BFGS reaches is decided by the initial value.
     for start, mode in ((20.0, 50.0), (-20.0, -50.0)):
-        mle = bimodal_model.optimize(inits={"mu": start}, seed=1)
+        mle = normal_model.optimize(data=BIMODAL_DATA, inits={"mu": start}, seed=1)
         assert float(mle.stan_variable("mu")) == pytest.approx(mode, abs=OPT_TOL), f"start {start}"
 
 
-def test_per_chain_inits_are_used_by_the_sampler(normal_model, bimodal_model):
+def test_per_chain_inits_are_used_by_the_sampler(normal_model):
     # fixed_param keeps the parameters at their initial values: each chain's draws equal its init.
     inits = [{"mu": 1.25}, {"mu": -3.5}, {"mu": 7.0}]
     # (one process per chain: cmdstanpy 1.3.2 cannot run fixed_param as one multi-chain process,
@@ -672,8 +655,8 @@ def test_per_chain_inits_are_used_by_the_sampler(normal_model, bimodal_model):
     # NUTS, one process running both chains: cmdstanpy passes init=<f>.json with per-chain files
     # <f>_1.json, <f>_2.json, which the driver must find (CmdStan's convention). A chain started
     # in one mode of the bimodal target cannot leave it (1250 nats barrier).
-    fit = bimodal_model.sample(
-        seed=6, chains=2, parallel_chains=2, iter_warmup=200, iter_sampling=200,
+    fit = normal_model.sample(
+        data=BIMODAL_DATA, seed=6, chains=2, parallel_chains=2, iter_warmup=200, iter_sampling=200,
         inits=[{"mu": 50.0}, {"mu": -50.0}], show_progress=False,
     )
     mu = chains_of(fit, "mu")
