@@ -25,6 +25,7 @@ from helpers import (assert_cell_loglik_matches_scipy, bnb_logpmf, dense_cell_lo
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
+from scribe_cli.cache import check_program
 from scribe_cli.config import ModelConfig, validate
 from scribe_cli.plan import likelihood_form
 from scribe_cli.render import render
@@ -581,21 +582,26 @@ def test_log_mean_coordinates_leave_the_density_unchanged(compile_stan, counts, 
     """Canonical programs sample log mu in place of r (plan.samples_log_mean): the same model in other
     coordinates. At the same (r, p, ...) the log density must agree with the r-sampling program both without
     the Jacobian (the model itself) and with it (Stan's log r Jacobian of r's lower bound against the
-    `jacobian += sum(log r)` of the change): any slip in the Jacobian or the derived r shows up here."""
-    options = dict(model="zinb", prob_prior="gaussian")  # p per gene; the gate exercises r in log0 too
-    config = validate(ModelConfig(**options))
-    old = validate(ModelConfig(**options, mean_coordinates=False))
-    new_text, old_text = render(config), render(old)
+    `jacobian += sum(log r)` of the change): any slip in the Jacobian or the derived r shows up here.
+    The log-mu program is zinb_prob_horseshoe's (p per gene; the gate exercises r in log0 too), compiled once
+    for the likelihood tests above."""
+    config = validate(ModelConfig(**CASES["zinb_prob_horseshoe"]))
+    old = validate(ModelConfig(**CASES["zinb_prob_horseshoe"], mean_coordinates=False))
+    new_text, old_text = reference_program(config), reference_program(old)
     assert "log_mu;" in new_text and "jacobian += sum(log_r)" in new_text and "log_mu" not in old_text
-    model, old_model = compile_stan(new_text, name="zinb_logmean"), compile_stan(old_text, name="zinb_logr")
-    data = stan_data(config, counts)
+    model = compile_stan(new_text, name="lik_zinb_prob_horseshoe")
+    old_model = compile_stan(old_text, name="lik_zinb_prob_horseshoe_logr")
+    data, old_data = reference_data(config, counts), reference_data(old, counts)
+    assert data.keys() == old_data.keys() and all(np.array_equal(data[k], old_data[k]) for k in data)
+    new_names, old_names = (set(check_program(text)["parameters"]) for text in (new_text, old_text))
+    assert new_names - old_names == {"log_mu"} and old_names - new_names == {"r"}
+    sampled = new_names - {"log_mu"}
     for seed in range(N_POINTS):
         fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed + 31, sig_figs=18,
                            output_dir=str(tmp_path), show_progress=False)
         (v,) = _point_values(fit)
-        sampled = {"prob_loc", "prob_z", "prob_centred", "prob_sigma_raw", "gate"}
-        new_params = {k: v[k].tolist() for k in sampled | {"log_mu"}}
-        old_params = {**{k: v[k].tolist() for k in sampled}, "r": v["r"].tolist()}
+        new_params = {k: np.asarray(v[k]).tolist() for k in sampled | {"log_mu"}}
+        old_params = {**{k: np.asarray(v[k]).tolist() for k in sampled}, "r": v["r"].tolist()}
         np.testing.assert_allclose(np.log(v["r"]), v["log_mu"] - np.log(v["p"] / (1 - v["p"])), rtol=1e-12)
         for jacobian in (True, False):
             a = model.log_prob(params=new_params, data=data, jacobian=jacobian, sig_figs=18).to_numpy().ravel()[0]

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from helpers import scribe
 
+from scribe_cli import rank_diagnostics
+
 # Small but real: all 906 cells and 500 genes of the demo data; short chains keep each run to seconds.
 SHORT = ["--chains", "2", "--warmup", "150", "--draws", "150", "--seed", "11", "--quiet"]
 
@@ -58,10 +60,16 @@ def test_nuts_diagnostics_are_reported(runs):
     diag = summary["diagnostics"]
     for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "min_ebfmi", "treedepth_hits", "ok"):
         assert key in diag
-    # The verdict is ArviZ's, recomputed here from the file: the JSON must agree with it.
+    # The verdict recomputed here from the file, over every scalar (the run skips monotone copies such as
+    # mu = exp(log_mu)), and ArviZ's R-hat on the variable that holds the maximum: the JSON must agree with
+    # both. (az.rhat over the whole posterior takes ~35 s one scalar at a time; test_rank_diagnostics holds
+    # the vectorised R-hat to ArviZ's everywhere.)
     idata = az.from_netcdf(path)
-    rhat = max(float(az.rhat(idata.posterior)[v].max()) for v in idata.posterior.data_vars)
-    assert diag["max_rhat"] == pytest.approx(rhat)
+    per_var = {v: float(np.nanmax(rank_diagnostics.diagnose(x)[0]))
+               for v, x in rank_diagnostics.scalars(idata.posterior).items()}
+    worst = max(per_var, key=per_var.get)
+    assert diag["max_rhat"] == pytest.approx(per_var[worst])
+    assert diag["max_rhat"] == pytest.approx(float(az.rhat(idata.posterior[[worst]])[worst].max()))
     assert diag["divergences"] == int(idata.sample_stats["diverging"].sum())
     assert diag["ok"] == (not diag["problems"])
     if diag["max_rhat"] > 1.01:
@@ -126,15 +134,16 @@ def test_summary_and_ppc_on_each_method(runs, demo_h5ad, tmp_path):
         if method == "nuts":
             assert "r_hat" in report["parameters"]["prob_sigma"]
         prefix = tmp_path / f"ppc_{method}"
-        res = scribe("ppc", path, demo_h5ad, "-o", prefix, "--draws", "20")
+        res = scribe("ppc", path, demo_h5ad, "-o", prefix, "--draws", "40" if method == "nuts" else "20")
         ppc = json.loads(res.stdout)
         assert Path(ppc["figure"]).stat().st_size > 10_000
         assert set(ppc["coverage_90"]) == {"mean", "var", "zero_frac"}
-    # On real PBMC data a single shared p is wrong (each gene has its own variance-to-mean ratio; with
-    # `--prob-prior none` the mean coverage is 0.11, bench/default_fit.py); the default's p per gene fits the gene
-    # means. 500 genes: the binomial sd of a 0.9 coverage is 0.013, so 0.8 is ~7 sd below nominal (measured: 1.0).
-    ppc = json.loads(scribe("ppc", runs["nuts"][0], demo_h5ad, "-o", tmp_path / "nuts_again", "--draws", "40").stdout)
-    assert ppc["coverage_90"]["mean"] > 0.8
+        if method == "nuts":
+            # On real PBMC data a single shared p is wrong (each gene has its own variance-to-mean ratio; with
+            # `--prob-prior none` the mean coverage is 0.11, bench/default_fit.py); the default's p per gene fits
+            # the gene means. 500 genes: the binomial sd of a 0.9 coverage is 0.013, so 0.8 is ~7 sd below
+            # nominal (measured: 1.0).
+            assert ppc["coverage_90"]["mean"] > 0.8
 
 
 def test_ppc_is_calibrated_on_data_from_the_model(tmp_path):
