@@ -25,16 +25,23 @@ def _extreme(arrays, fn) -> float:
 
 
 def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None = None, *,
-                config: dict | None = None, paths: int | None = None) -> dict:
+                config: dict | None = None, paths: int | None = None,
+                rank_figures: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None) -> dict:
     """Verdicts and the figures behind them; ``problems`` lists what failed. For approximations, ``advice``
-    lists what to do about it (``config``: the run's ModelConfig.to_dict(), ``paths``: pathfinder's paths)."""
+    lists what to do about it (``config``: the run's ModelConfig.to_dict(), ``paths``: pathfinder's paths).
+    ``rank_figures``: (R-hat, bulk ESS, tail ESS) arrays already computed for every posterior variable (the
+    summary table's), so that they are not computed twice."""
     post = idata.posterior
     out: dict = {}
     if method == "nuts":
         n_chains = post.sizes["chain"]
-        # the same figures as az.rhat / az.ess, vectorised: ArviZ's per-scalar loop took minutes on gene-level fits
-        arrays = rank_diagnostics.distinct(rank_diagnostics.scalars(post))
-        per_var = [rank_diagnostics.diagnose(x) for x in arrays.values()]
+        if rank_figures is not None:
+            per_var = rank_figures
+        else:
+            # the same figures as az.rhat / az.ess, vectorised: ArviZ's per-scalar loop took minutes on gene-level
+            # fits; monotone copies (mu of log_mu) have the same rank figures and are skipped
+            arrays = rank_diagnostics.distinct(rank_diagnostics.scalars(post))
+            per_var = [rank_diagnostics.diagnose(x) for x in arrays.values()]
         out["max_rhat"] = _extreme([d[0] for d in per_var], np.nanmax)
         out["min_ess_bulk"] = _extreme([d[1] for d in per_var], np.nanmin)
         out["min_ess_tail"] = _extreme([d[2] for d in per_var], np.nanmin)

@@ -133,6 +133,10 @@ def test_summary_and_ppc_on_each_method(runs, demo_h5ad, tmp_path):
         assert report["method"] == method and "prob_sigma" in report["parameters"]  # the scale of logit p_g
         if method == "nuts":
             assert "r_hat" in report["parameters"]["prob_sigma"]
+            # summary takes its verdict from the table's figures, the run from the distinct variables': the same
+            run_diag = runs[method][1]["diagnostics"]
+            for key in ("max_rhat", "min_ess_bulk", "min_ess_tail"):
+                assert report["diagnostics"][key] == pytest.approx(run_diag[key], rel=1e-9), key
         prefix = tmp_path / f"ppc_{method}"
         res = scribe("ppc", path, demo_h5ad, "-o", prefix, "--draws", "40" if method == "nuts" else "20")
         ppc = json.loads(res.stdout)

@@ -72,7 +72,12 @@ def parameter_table(idata: az.InferenceData, var_names: list[str] | None = None,
             columns["r_hat"] = r_hat
         tables.append(pd.DataFrame(columns, index=labels))
     table = pd.concat(tables)
-    return table.round({c: DECIMALS.get(c, 3) for c in table.columns}) if rounded else table
+    return round_table(table) if rounded else table
+
+
+def round_table(table: pd.DataFrame) -> pd.DataFrame:
+    """az.summary's rounding of each column."""
+    return table.round({c: DECIMALS.get(c, 3) for c in table.columns})
 
 
 def summarize(idata: az.InferenceData, var_names: list[str] | None = None) -> dict:
@@ -80,15 +85,19 @@ def summarize(idata: az.InferenceData, var_names: list[str] | None = None) -> di
     method = attrs.get("method", "nuts")
     run_options = attrs.get("run_options") if isinstance(attrs.get("run_options"), dict) else {}
     config = attrs.get("config") if isinstance(attrs.get("config"), dict) else None
+    table = parameter_table(idata, var_names, rounded=False)
+    figures = None
+    if var_names is None and method == "nuts":  # the table covers every variable: its R-hat and ESS serve the verdict
+        figures = [tuple(table[c].to_numpy() for c in ("r_hat", "ess_bulk", "ess_tail"))]
     report = {
         "method": method,
         "seed": attrs.get("seed"),
         "config": attrs.get("config"),
         "dims": {k: int(v) for k, v in idata.posterior.sizes.items()},
         "diagnostics": convergence(idata, method, run_options.get("max_treedepth"), config=config,
-                                   paths=run_options.get("chains")),
+                                   paths=run_options.get("chains"), rank_figures=figures),
         "shrinkage": shrinkage(idata.posterior),
-        "parameters": parameter_table(idata, var_names),
+        "parameters": round_table(table),
     }
     if attrs.get("dataset_key"):
         report["dataset_key"] = attrs["dataset_key"]
