@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 # Downloads the pinned httpstan wheel (stanc + Stan headers) and builds our CmdStan-compatible
-# driver in the user cache ($$SCRIBE_CACHE_DIR, default ~/.cache/scribe-cli). Once; ~3 minutes.
+# driver in the user cache ($$SCRIBE_CACHE_DIR, default ~/.cache/scribe-cli). Once; 3-4 minutes on 2 cores.
 toolchain: install
 	$(BIN)/python -m scribe_cli.toolchain
 

@@ -152,7 +152,7 @@ def _build(target: Path) -> None:
     target.mkdir(parents=True)
     t0 = time.monotonic()
     wheel = _download_wheel(cache_dir() / "downloads")
-    _say(f"building the Stan toolchain in {target} (once; about 2-3 minutes on 2 cores)")
+    _say(f"building the Stan toolchain in {target} (once; about 3-4 minutes on 2 cores)")
     _extract(wheel, target)
     for item in DRIVER_SRC.iterdir():
         if item.name == "__pycache__":
