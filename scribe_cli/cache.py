@@ -76,8 +76,9 @@ def program_key(program: str, cpp_options: dict | None = None) -> str:
 
 def check_program(program: str) -> dict:
     """Parse and type-check a program with stanc, without compiling C++: its `stanc --info` (data, parameters
-    and the other blocks' variables), or UserInputError with stanc's message. `stanc --info` stops after the type check (no C++ is generated): about a quarter faster than a
-    translation, which counts when the tests check every one of the ~5,000 renderable programs."""
+    and the other blocks' variables), or UserInputError with stanc's message. `stanc --info` stops after the
+    type check (no C++ is generated): about a quarter faster than a translation, which counts when the tests
+    check thousands of renderable programs."""
     tc = use_toolchain()
     with tempfile.TemporaryDirectory(prefix="scribe-stanc-") as tmp:
         src = Path(tmp) / "check.stan"
