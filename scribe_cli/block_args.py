@@ -6,8 +6,8 @@ blocks.py's job; the text is render.py's.
 from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
-from .plan import (GD, Plan, as_gd, lift_shape, native_capture_terms, output_only, samples_log_mean, splits_nonzero_terms,
-                   times_shape)
+from .plan import (GD, Plan, as_gd, lift_shape, native_capture_terms, output_only, samples_log_mean, shifts_capture,
+                   splits_nonzero_terms, times_shape)
 
 # Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
 # population centre (None: expression has one centre per gene, with the base prior), the Gaussian s_raw prior.
@@ -99,6 +99,7 @@ def base_specs(config: ModelConfig, pl: Plan) -> list[dict]:
             "first": i == 0,
             "anchor": name == config.anchored,
             "log_mean": name == "r" and samples_log_mean(config),
+            "capture_shift": name == "r" and shifts_capture(config),
         })
     return specs
 

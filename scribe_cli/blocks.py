@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .block_args import (base_specs, dataset_hier_args, derived_dataset_args, hier_args, likelihood_args,
                          links_p_per_gene, two_level_args)
 from .config import ModelConfig
-from .plan import as_gd, output_only, plan, samples_log_mean
+from .plan import as_gd, output_only, plan, samples_log_mean, shifts_capture
 
 
 @dataclass
@@ -50,7 +50,8 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
         blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("functions", "data")))
     blocks += [Block("params/base.stan.j2", spec) for spec in base_specs(config, pl)]
     if config.capture_prior is not None:
-        blocks.append(Block("params/capture_organism.stan.j2", {"odds": config.parameterization == "mean-odds"}))
+        blocks.append(Block("params/capture_organism.stan.j2", {"odds": config.parameterization == "mean-odds",
+                                                                "shift": shifts_capture(config)}))
     declared: set[str] = set()
     for target, family in config.hierarchical().items():
         blocks.append(Block(f"priors/{family}.stan.j2", hier_args(config, pl, target, family, family not in declared)))

@@ -50,6 +50,43 @@ class RunOptions:
         return self
 
 
+def capture_starts(model, data: dict, chains: int, seed: int) -> list[dict] | None:
+    """Per chain, starting values of the capture shift, the deviations and log mu of a program that samples
+    them (params/capture_organism.stan.j2), else None. Each shifted cell's eta starts within 0.1 of its prior
+    centre: Stan's random starts, uniform in (-2, 2) on the unconstrained scale, give deviations of about +-1
+    per cell, and with thousands of cells some fall below the bound eta >= 0 on every try. Each gene's log mu
+    starts within 0.1 of log(mean count / mean prior capture), where the data put it: from a random start
+    (mu ~ 1 against counts ~ 1 / capture ~ 40 times larger) warmup spent its first windows, and on a
+    simulated 1,000 x 500 every transition of a 300-iteration warmup, crossing that gap. The other parameters
+    keep Stan's random starts."""
+    if "capture_n_shifted" not in data or not re.search(r"\bcapture_dev\s*;", model.code() or ""):
+        return None
+    import numpy as np
+
+    all_loc = np.asarray(data["capture_eta_loc"], float)
+    loc = all_loc[np.asarray(data["capture_shifted_idx"], int) - 1]
+    G, C = int(data["G"]), int(data["C"])
+    totals = np.bincount(np.asarray(data["pair_gene"], int) - 1,
+                         np.asarray(data["pair_count"], float) * np.asarray(data["pair_weight"], float), minlength=G)
+    log_mu = np.log((totals / C + 0.5 / C) / np.mean(np.exp(-all_loc)))
+    rng = np.random.default_rng(seed)
+    starts = []
+    for _ in range(chains):
+        offset = rng.uniform(-0.1, 0.1, loc.size)
+        shift = float(offset.mean()) if loc.size else 0.0
+        starts.append({"capture_shift": [shift] if loc.size else [],
+                       "capture_dev": (offset - shift).tolist() if loc.size else [0.0],  # no shifted cell: one 0
+                       "log_mu_shifted": (log_mu - shift + rng.uniform(-0.1, 0.1, G)).tolist()})
+    return starts
+
+
+def _with_starts(inits: list[dict] | None, starts: list[dict] | None, chains: int) -> list[dict] | None:
+    """The user's (or pathfinder's) starting values, with the program's required ones where they give none."""
+    if starts is None:
+        return inits
+    return [{**starts[i], **(inits[i] if inits else {})} for i in range(chains)]
+
+
 def _nuts(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
     inits = None
     if opts.init == "pathfinder":
@@ -71,7 +108,7 @@ def _nuts(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None =
             raise UserInputError(f"--init {opts.init}: expected a JSON object of parameter names to values")
         inits = [start] * opts.chains
     return model.sample(
-        inits=inits,
+        inits=_with_starts(inits, capture_starts(model, data, opts.chains, opts.seed), opts.chains),
         data=data,
         chains=opts.chains,
         parallel_chains=opts.parallel_chains or opts.chains,
@@ -85,6 +122,12 @@ def _nuts(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None =
         show_progress=opts.show_progress,
         show_console=False,
     )
+
+
+def _first_start(model, data, opts: RunOptions) -> dict | None:
+    """The required starting values of a one-start method (pathfinder's paths share them; the rest is random)."""
+    starts = capture_starts(model, data, 1, opts.seed)
+    return starts[0] if starts else None
 
 
 # Stan arguments of the approximate methods beyond what RunOptions sets; bench/variational_defaults.py
@@ -106,6 +149,7 @@ def _pathfinder(model, data, opts: RunOptions, output_dir: Path, tuning: dict | 
     # importance ratios can be computed on them; psis.py then does the PSIS resampling (with ArviZ).
     return model.pathfinder(
         data=data,
+        inits=_first_start(model, data, opts),
         num_paths=opts.chains,
         num_single_draws=opts.draws,
         psis_resample=False,
@@ -121,6 +165,7 @@ def _advi(algorithm: str):
     def run(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
         return model.variational(
             data=data,
+            inits=_first_start(model, data, opts),
             algorithm=algorithm,
             draws=opts.draws,
             seed=opts.seed,
@@ -135,13 +180,15 @@ def _advi(algorithm: str):
 
 def _optimize(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
     # The posterior mode on the constrained scale (jacobian=False): a MAP point estimate, no uncertainty.
-    return model.optimize(data=data, seed=opts.seed, algorithm="lbfgs", jacobian=False, iter=10000,
+    return model.optimize(data=data, inits=_first_start(model, data, opts), seed=opts.seed, algorithm="lbfgs",
+                          jacobian=False, iter=10000,
                           output_dir=str(output_dir), show_console=False)
 
 
 def _laplace(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
     # A normal approximation at the mode of the unconstrained posterior (jacobian=True), as Stan's laplace does.
-    mode = model.optimize(data=data, seed=opts.seed, algorithm="lbfgs", jacobian=True, iter=10000,
+    mode = model.optimize(data=data, inits=_first_start(model, data, opts), seed=opts.seed, algorithm="lbfgs",
+                          jacobian=True, iter=10000,
                           output_dir=str(output_dir), show_console=False)
     return model.laplace_sample(data=data, mode=mode, draws=opts.draws, seed=opts.seed, jacobian=True,
                                 output_dir=str(output_dir), show_console=False)

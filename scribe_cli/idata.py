@@ -153,6 +153,7 @@ _KNOWN_DIMS = {
     "capture": ("cell",),
     "capture_odds": ("cell",),
     "capture_eta": ("cell",),
+    "capture_dev": ("cell",),
     "capture_raw": ("cell",),
     "capture_odds_raw": ("cell",),
     "assignment_prob": ("cell", "component"),

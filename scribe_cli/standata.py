@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from .centring import gate_split_data, prob_split_data
 from .config import ModelConfig
-from .plan import likelihood_form, splits_nonzero_terms
+from .plan import likelihood_form, shifts_capture, splits_nonzero_terms
 
 
 @dataclass
@@ -188,11 +188,18 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
     return data
 
 
+# A cell whose capture centre log(M_0 / L_c) is at least this many prior sds above the bound eta = 0 is sampled
+# through the common capture shift (params/capture_organism.stan.j2): there the prior leaves ~3e-7 of its mass
+# beyond the bound, so a draw that reaches it is a conflict between data and prior, not the posterior's edge.
+SHIFTED_SDS = 5.0
+
+
 def capture_prior_data(config: ModelConfig, X: sp.csr_matrix, library_size: np.ndarray | None) -> dict:
     """Data of the biology-informed capture prior and the mean anchor (models.md), when configured.
 
     capture_eta_loc[c] = log(M_0 / L_c) with L_c the cell's library size over every input gene, floored at 0
     (a cell cannot hold more molecules than M_0 says it captured; such cells get a prior at full capture).
+    With the capture shift (plan.shifts_capture), the cells whose centre is at least SHIFTED_SDS sds above 0.
     mean_anchor_loc[g] = log((ubar_g + eps) / nubar): ubar_g the gene's mean count, eps = 0.5 / C (half a
     UMI over all cells, so that a gene seen once stays finite), nubar the prior mean capture: mean_c L_c / M_0
     under --organism, else the mean of capture's base prior (Beta(a, b): a / (a + b); capture odds
@@ -203,7 +210,12 @@ def capture_prior_data(config: ModelConfig, X: sp.csr_matrix, library_size: np.n
     lib = np.asarray(X.sum(axis=1), dtype=np.float64).ravel() if library_size is None else np.asarray(library_size, float)
     if config.capture_prior is not None:
         m0, sd = config.capture_prior
-        out.update(capture_eta_loc=np.maximum(np.log(m0) - np.log(np.maximum(lib, 1.0)), 0.0), capture_eta_sd=float(sd))
+        loc = np.maximum(np.log(m0) - np.log(np.maximum(lib, 1.0)), 0.0)
+        out.update(capture_eta_loc=loc, capture_eta_sd=float(sd))
+        if shifts_capture(config):
+            shifted = loc >= SHIFTED_SDS * sd
+            out.update(capture_n_shifted=int(shifted.sum()), capture_shifted_idx=np.flatnonzero(shifted) + 1,
+                       capture_own_idx=np.flatnonzero(~shifted) + 1)
     if config.mean_anchor:
         if config.capture_prior is not None:
             nubar = float(np.mean(np.minimum(lib / config.capture_prior[0], 1.0)))

@@ -48,6 +48,7 @@ CASES = {
     "nbvcp": dict(model="nbvcp"),
     "nbvcp_odds_mix": dict(model="nbvcp", parameterization="mean-odds", components=2, assignments=True,
                            organism="mouse"),  # capture and its odds from the biology-informed eta
+    "nbvcp_organism": dict(model="nbvcp", organism="human"),  # eta through the common shift (plan.shifts_capture)
     # form: capture_cells
     "nbvcp_meandisp": dict(model="nbvcp", parameterization="mean-disp", organism="human", mean_anchor=True),
     "zinbvcp": dict(model="zinbvcp"),

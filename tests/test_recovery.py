@@ -170,6 +170,36 @@ def test_recovery_capture_prior(compile_stan, tmp_path):
     assert np.median(width) < 2 * 1.645 * 0.3, f"log-capture 90% intervals ({np.median(width):.2f}) not narrower than the prior's"
 
 
+def test_recovery_capture_shift(compile_stan, tmp_path):
+    """--organism in canonical log-mu coordinates: cells sampled as a common shift plus zero-sum deviations, log
+    mu moving with the shift (params/capture_organism.stan.j2), started by fit.capture_starts. The story of
+    test_recovery_capture_prior with one shared p (the program's); two cells hold more than M_0 e^{-1.5}
+    molecules, so their prior centre is within SHIFTED_SDS sds of the bound and they keep their own eta: both
+    kinds of cell are checked. The same coordinate change must give the same posterior: true gene means and
+    relative log captures covered at the nominal rate (binomial bounds above)."""
+    from scribe_cli.fit import capture_starts
+
+    rng = np.random.default_rng(107)
+    C, G, M0, p = 150, 25, 20000.0, 0.99
+    w = rng.lognormal(0, 1, G)
+    mu = M0 * w / w.sum()
+    r = mu * (1 - p) / p  # one shared p: mean r p / (1 - p) = mu
+    nu = np.exp(-np.abs(rng.normal(np.log(40), 0.3, C)))
+    nu[:2] = 0.6  # ~12,000 of 20,000 molecules: centres log(M_0 / L_c) ~ 0.5 < 5 x 0.3
+    X = _nb(rng, nu[:, None] * mu[None, :], r)
+    config = validate(ModelConfig(**CASES["nbvcp_organism"], total_mrna=M0))
+    _, model = _program(compile_stan, "nbvcp_organism")  # total_mrna is data: the same program
+    data = reference_data(config, sp.csr_matrix(X))
+    assert 0 < data["capture_n_shifted"] < C, data["capture_n_shifted"]
+    post = _nuts(model, config, X, tmp_path, warmup=300, draws=300, inits=capture_starts(model, data, 4, 1))
+    # the CSV holds 6 significant digits: each of the three values is rounded by up to 5e-6
+    np.testing.assert_allclose(post["log_mu"], post["log_mu_shifted"] + post["capture_shift"], atol=1e-4)
+    _assert_coverage(post["mu"], mu, "mu with the capture shift")
+    log_cap = np.log(post["capture"])
+    _assert_coverage(log_cap - log_cap.mean(axis=1, keepdims=True), np.log(nu) - np.log(nu).mean(),
+                     "log capture relative to its mean over cells (shifted and own)")
+
+
 def test_recovery_zinbvcp(compile_stan, tmp_path):
     """Truth from the priors (gate ~ Beta(1, 9)); r_g and the gates are identified."""
     rng = np.random.default_rng(105)
