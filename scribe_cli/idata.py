@@ -153,7 +153,6 @@ _KNOWN_DIMS = {
     "capture": ("cell",),
     "capture_odds": ("cell",),
     "capture_eta": ("cell",),
-    "capture_dev": ("cell",),
     "capture_raw": ("cell",),
     "capture_odds_raw": ("cell",),
     "assignment_prob": ("cell", "component"),
@@ -161,6 +160,10 @@ _KNOWN_DIMS = {
     "weights_raw": ("component",),
     "dataset_weights": ("dataset", "component"),
 }
+
+# Coordinates over a data-chosen subset of the cells (params/capture_organism.stan.j2): their length is not an
+# axis of the data even when it happens to equal C or G, so they keep numbered axes.
+_SUBSET_AXES = {"capture_shift", "capture_dev", "capture_eta_own"}
 
 
 def variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, list[str]]:
@@ -179,6 +182,10 @@ def variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, li
     dims: dict[str, list[str]] = {}
     for name, value in arrays.items():
         shape = np.shape(value)[2:]  # drop the chain and draw axes
+        if name in _SUBSET_AXES:
+            if shape:
+                dims[name] = [f"{name}_dim_{i}" for i in range(len(shape))]
+            continue
         known = _KNOWN_DIMS.get(name)
         if known and len(known) == len(shape) and all(size_of.get(d) == n for d, n in zip(known, shape)):
             dims[name] = list(known)  # per-cell quantities stay on `cell` even when C == G

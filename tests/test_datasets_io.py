@@ -269,6 +269,20 @@ def test_dataset_weights_dims_when_datasets_equal_components():
     assert dims["mu"] == ["gene", "component"]
 
 
+def test_capture_subset_coordinates_are_not_named_as_data_axes():
+    """capture_dev and capture_eta_own run over data-chosen subsets of the cells: a length that equals G or C
+    is a coincidence, not the gene or cell axis."""
+    from scribe_cli.idata import variable_dims
+
+    config = validate(ModelConfig(model="nbvcp", organism="human"))
+    dims = variable_dims(config, {"capture_dev": np.zeros((1, 3, 5)), "capture_eta_own": np.zeros((1, 3, 2)),
+                                  "capture_shift": np.zeros((1, 3, 1)), "capture": np.zeros((1, 3, 7))},
+                         {"C": 7, "G": 5})
+    assert dims["capture_dev"] == ["capture_dev_dim_0"]
+    assert dims["capture_eta_own"] == ["capture_eta_own_dim_0"]
+    assert dims["capture"] == ["cell"]
+
+
 # --- shrinkage readings of dataset-level targets ---
 
 def test_dataset_targets_are_not_confused_with_gene_level_ones():
