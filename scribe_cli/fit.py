@@ -68,15 +68,18 @@ def capture_starts(model, data: dict, chains: int, seed: int) -> list[dict] | No
     G, C = int(data["G"]), int(data["C"])
     totals = np.bincount(np.asarray(data["pair_gene"], int) - 1,
                          np.asarray(data["pair_count"], float) * np.asarray(data["pair_weight"], float), minlength=G)
-    log_mu = np.log((totals / C + 0.5 / C) / np.mean(np.exp(-all_loc)))
+    # pairs indexed by (gene, dataset) columns would not give one total per gene: log mu then starts at random
+    log_mu = np.log((totals / C + 0.5 / C) / np.mean(np.exp(-all_loc))) if totals.size == G else None
     rng = np.random.default_rng(seed)
     starts = []
     for _ in range(chains):
         offset = rng.uniform(-0.1, 0.1, loc.size)
         shift = float(offset.mean()) if loc.size else 0.0
-        starts.append({"capture_shift": [shift] if loc.size else [],
-                       "capture_dev": (offset - shift).tolist() if loc.size else [0.0],  # no shifted cell: one 0
-                       "log_mu_shifted": (log_mu - shift + rng.uniform(-0.1, 0.1, G)).tolist()})
+        start = {"capture_shift": [shift] if loc.size else [],
+                 "capture_dev": (offset - shift).tolist() if loc.size else [0.0]}  # no shifted cell: one 0
+        if log_mu is not None:
+            start["log_mu_shifted"] = (log_mu - shift + rng.uniform(-0.1, 0.1, G)).tolist()
+        starts.append(start)
     return starts
 
 
