@@ -194,6 +194,13 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
 SHIFTED_SDS = 5.0
 
 
+def observed_log_mean(gene_total: np.ndarray, C: int, mean_capture: float) -> np.ndarray:
+    """log((ubar_g + eps) / nubar): each gene's log mean before capture as its counts put it (ubar_g its mean
+    count, eps = 0.5 / C, nubar the mean capture). The mean anchor's centre, and where fit.capture_starts
+    starts log mu."""
+    return np.log((np.asarray(gene_total, float) / C + 0.5 / C) / mean_capture)
+
+
 def capture_prior_data(config: ModelConfig, X: sp.csr_matrix, library_size: np.ndarray | None) -> dict:
     """Data of the biology-informed capture prior and the mean anchor (models.md), when configured.
 
@@ -225,6 +232,6 @@ def capture_prior_data(config: ModelConfig, X: sp.csr_matrix, library_size: np.n
         else:
             a, b = config.base_prior("capture")[1]
             nubar = a / (a + b)
-        ubar = np.asarray(X.sum(axis=0), dtype=np.float64).ravel() / C
-        out.update(mean_anchor_loc=np.log((ubar + 0.5 / C) / nubar), mean_anchor_sd=float(config.mean_anchor_sd))
+        out.update(mean_anchor_loc=observed_log_mean(np.asarray(X.sum(axis=0), dtype=np.float64).ravel(), C, nubar),
+                   mean_anchor_sd=float(config.mean_anchor_sd))
     return out
