@@ -6,8 +6,8 @@ blocks.py's job; the text is render.py's.
 from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
-from .plan import (GD, Plan, as_gd, lift_shape, native_capture_terms, output_only, samples_log_mean, shifts_capture,
-                   splits_nonzero_terms, times_shape)
+from .plan import (GD, Plan, as_gd, lift_shape, marginal_neg, native_capture_terms, neg_forms, output_only,
+                   samples_log_mean, shifts_capture, splits_nonzero_terms, times_shape)
 
 # Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
 # population centre (None: expression has one centre per gene, with the base prior), the Gaussian s_raw prior.
@@ -132,8 +132,10 @@ def dataset_hier_args(config: ModelConfig, pl: Plan, target: str, family: str, d
         centre = f"rep_matrix({T}_loc_d', G)"
     else:
         centre = f"{T}_loc"
-    return _family_args(T, family, q, elt, local, link, centre, loc_prior, sigma_prior, declare_data,
-                        across="datasets", copies="D", label=" dataset-level")
+    a = _family_args(T, family, q, elt, local, link, centre, loc_prior, sigma_prior, declare_data,
+                     across="datasets", copies="D", label=" dataset-level")
+    a["neg_forms"] = neg_forms(config)
+    return a
 
 
 def two_level_args(config: ModelConfig, pl: Plan, family: str, declare_data: bool) -> dict:
@@ -166,6 +168,8 @@ def hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_d
         centre = f"{T}_loc"
     args = _family_args(T, family, q, elt, local, link, centre, loc_prior, sigma_prior, declare_data,
                         across="components" if target == "expression" else "", copies="K")
+    args["marginal"] = marginal_neg(config, target)
+    args["neg_forms"] = neg_forms(config)
     if (config.gate_split and target == "gate") or (config.prob_split and target == "prob"):
         args["split"] = _split_args(T, family)
         args["q_in_gq"] = q in output_only(config)  # q from its link in generated quantities (plan.output_only)
@@ -217,6 +221,8 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
         "across": across,
         "split": None,
         "q_in_gq": False,
+        "marginal": False,  # NEG with its local scales integrated out (plan.marginal_neg)
+        "neg_forms": None,
     }
 
 

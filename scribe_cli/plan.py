@@ -171,3 +171,26 @@ def samples_log_mean(config: ModelConfig) -> bool:
     return (config.mean_coordinates and config.parameterization == "canonical" and not config.unconstrained
             and not config.mixture and not config.dataset_params and config.expression_prior == "none"
             and config.expression_dataset_prior == "none")
+
+
+def marginal_neg(config: ModelConfig, target: str) -> bool:
+    """A gene-level NEG prior with u = a = 1 (the defaults) and one local scale per element (prob, gate,
+    overdispersion; not expression, whose local scale is shared by the components) samples each element's
+    deviation from the centre with both local variables integrated out, through z = asinh(d / sqrt(tau_neg)),
+    and draws psi from its exact conditional afterwards (priors/neg.stan.j2). The same posterior.
+
+    Why: in (z, log psi) a gene whose data only bound its gate from above sits in a funnel, and in d itself
+    its tail falls as |d|^-3. PBMC top 300 genes, zinb --gate-prior neg, one chain x (200 + 200), seeds 1-3:
+    5, 7 and 4 divergences in the psi form, none in five runs of the marginal forms, at a similar ESS per
+    gradient (docs/performance.md). Other u and a have no closed form here; dataset-level NEG shares psi
+    across datasets (or scales it by a sampled sigma): both keep psi_raw."""
+    return (getattr(config, f"{target}_prior") == "neg" and target != "expression"
+            and config.neg_u == 1.0 and config.neg_a == 1.0)
+
+
+def neg_forms(config: ModelConfig) -> dict[str, bool]:
+    """Which NEG forms the program's blocks use: their Stan functions are declared once, by the first."""
+    gene = [t for t, f in config.hierarchical().items() if f == "neg"]
+    dataset = [t for t, f in config.dataset_priors().items() if f == "neg"]
+    marginal = [t for t in gene if marginal_neg(config, t)]
+    return {"marginal": bool(marginal), "psi_raw": bool(dataset) or len(marginal) < len(gene)}

@@ -59,8 +59,9 @@ def test_parameter_count_from_the_program():
 
     G, C, D, K = SIZES["G"], SIZES["C"], SIZES["D"], SIZES["K"]
     assert count() == G + 1  # r, p
-    # r, p, gate_loc, gate_z and gate_centred (G together), gate_psi_raw
-    assert count(model="zinb", gate_prior="neg") == G + 1 + 1 + 2 * G
+    # r, p, gate_loc, gate_z and gate_centred (G together); NEG's local scales integrated out (u = a = 1)
+    assert count(model="zinb", gate_prior="neg") == G + 1 + 1 + G
+    assert count(model="zinb", gate_prior="neg", neg_u=0.5) == G + 1 + 1 + 2 * G  # + gate_psi_raw
     assert count(model="nbvcp") == G + 1 + C  # + capture
     assert count(components=K) == K * G + 1 + K  # r per component, shared p, positive_ordered weights_raw
     # unknown declarations: no count, so no refusal
@@ -70,7 +71,7 @@ def test_parameter_count_from_the_program():
 
 def test_fullrank_refused_by_size_only():
     big = render(validate(ModelConfig(model="zinb", gate_prior="neg")))
-    with pytest.raises(UserInputError, match="advi-fullrank cannot fit 4,502 parameters.*--method advi"):
+    with pytest.raises(UserInputError, match="advi-fullrank cannot fit 3,002 parameters.*--method advi"):
         check_method_size("advi-fullrank", big, SIZES)
     check_method_size("advi", big, SIZES)  # mean-field is linear in n
     small = dict(SIZES, G=FULLRANK_MAX_PARAMS - 1)
@@ -149,5 +150,5 @@ def test_fullrank_refused_early_on_the_command_line(demo_h5ad, tmp_path):
     res = scribe("run", demo_h5ad, "--model", "zinb", "--gate-prior", "neg", "--prob-prior", "none", "--method",
                  "advi-fullrank", "-o", out, "--quiet", check=False)
     assert res.returncode == 2 and not out.exists()
-    assert res.stderr.startswith("scribe: error: --method advi-fullrank cannot fit 1,502 parameters")
+    assert res.stderr.startswith("scribe: error: --method advi-fullrank cannot fit 1,002 parameters")
     assert len(res.stderr.strip().splitlines()) == 1
