@@ -14,6 +14,9 @@ gate, its scales and r, and the genes with the smallest ESS.
 
     python bench/gate_geometry.py [--genes 300] [--warmup 150] [--draws 100] [--choices split noncentred]
     python bench/gate_geometry.py --choices split --prob-prior gaussian --parameterization mean-prob
+    python bench/gate_geometry.py --choices split --prob-prior gaussian --seeds 1 2 3 [--neg-local-scales]
+
+`--neg-local-scales` samples NEG's local scales (psi_raw) instead of integrating them out (plan.marginal_neg).
 """
 
 from __future__ import annotations
@@ -63,25 +66,28 @@ def main() -> None:
                     help="none: one shared p (the spec's model); gaussian|horseshoe|neg: p per gene (the CLI default "
                          "is gaussian)")
     ap.add_argument("--choices", nargs="*", default=["noncentred", "centred", "split-free", "split"])
+    ap.add_argument("--seeds", nargs="*", type=int, default=[1])
+    ap.add_argument("--neg-local-scales", action="store_true", help="sample psi (psi_raw): the form before "
+                    "plan.marginal_neg")
     args = ap.parse_args()
     config = validate(ModelConfig(model="zinb", gate_prior="neg", parameterization=args.parameterization,
-                                 prob_prior=args.prob_prior))
+                                 prob_prior=args.prob_prior, neg_marginal=not args.neg_local_scales))
     counts = select(read_counts(DATA), top_genes=args.genes)
     G = counts.n_genes
     model = compile_program(render(config), name="zinb_neg").model
     base = stan_data(config, counts)
     rows = []
-    for name in args.choices:
+    for name, seed in ((n, s) for n in args.choices for s in args.seeds):
         data = {**base, **choice_data(name, counts.X, G, not config.gene_specific_p)}
         with tempfile.TemporaryDirectory() as tmp:
             fit = model.sample(data=data, chains=1, iter_warmup=args.warmup, iter_sampling=args.draws,
-                               save_warmup=True, seed=1, output_dir=tmp, show_progress=False)
+                               save_warmup=True, seed=seed, output_dir=tmp, show_progress=False)
             stats = fit.method_variables()
             post = az.from_cmdstanpy(fit).posterior
         steps = stats["n_leapfrog__"][args.warmup:].mean()
         ess = {v: az.ess(post[v]).to_array().values.ravel() for v in ("gate", "gate_psi", "r")}
         worst = np.argsort(ess["gate"])[:5]
-        rows.append({"choice": name, "centred_genes": data["gate_n_centred"], "leapfrog_per_draw": float(steps),
+        rows.append({"choice": name, "seed": seed, "centred_genes": data["gate_n_centred"], "leapfrog_per_draw": float(steps),
                      "step_size": float(stats["stepsize__"][-1].ravel()[0]),
                      "divergences_after_warmup": int(stats["divergent__"][args.warmup:].sum()),
                      **{f"min_ess_{v}": float(np.min(e)) for v, e in ess.items()},
@@ -89,13 +95,13 @@ def main() -> None:
                      "worst_gate_genes": [counts.genes[i] for i in worst]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(f"PBMC top {G} genes, zinb --gate-prior neg --parameterization {args.parameterization} "
-          f"--prob-prior {args.prob_prior}, "
+          f"--prob-prior {args.prob_prior}{' --neg-local-scales' if args.neg_local_scales else ''}, "
           f"1 chain x ({args.warmup} + {args.draws})\n")
-    print("| genes sampled | centred genes | leapfrog / draw | step size | divergences | min ESS gate | "
+    print("| genes sampled | seed | centred genes | leapfrog / draw | step size | divergences | min ESS gate | "
           "min ESS psi | min ESS r | genes with ESS < 10 | lowest-ESS gates |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['choice']} | {r['centred_genes']} | {r['leapfrog_per_draw']:.0f} | {r['step_size']:.4f} | "
+        print(f"| {r['choice']} | {r['seed']} | {r['centred_genes']} | {r['leapfrog_per_draw']:.0f} | {r['step_size']:.4f} | "
               f"{r['divergences_after_warmup']} | {r['min_ess_gate']:.0f} | {r['min_ess_gate_psi']:.0f} | "
               f"{r['min_ess_r']:.0f} | {r['genes_ess_below_10']} | {', '.join(r['worst_gate_genes'])} |")
 

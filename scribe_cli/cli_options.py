@@ -82,6 +82,10 @@ MODEL_OPTIONS = [
                  help="canonical: let NUTS move r through log mu = log r + logit(p) (the same model and priors, "
                       "with the Jacobian; the data pin the mean, so this removes the r x p ridge: several times "
                       "fewer steps), or through log r as Stan's lower bound does."),
+    click.option("--neg-marginal/--neg-local-scales", default=True, show_default=True,
+                 help="NEG with --neg-u 1 --neg-a 1 on p, the gate or omega: integrate each element's local scale "
+                      "out (the same prior; psi is drawn from its conditional afterwards; no funnel, so no "
+                      "divergences from it), or sample it as log psi."),
     click.option("--horseshoe-tau0", type=float, default=1.0, show_default=True, help="Horseshoe global scale tau ~ HalfCauchy(tau0)."),
     click.option("--slab-df", type=float, default=4.0, show_default=True, help="Horseshoe slab degrees of freedom."),
     click.option("--slab-scale", type=float, default=2.0, show_default=True, help="Horseshoe slab scale."),
@@ -97,6 +101,7 @@ MODEL_OPTION_NAMES = ("model", "parameterization", "components", "assignments", 
                       "expression_dataset_prior", "prob_dataset_prior", "prob_dataset_mode",
                       "zero_inflation_dataset_prior", "overdispersion_dataset_prior", "organism", "total_mrna",
                       "total_mrna_sd", "mean_anchor", "mean_anchor_sd", "native_gradients", "mean_coordinates",
+                      "neg_marginal",
                       "horseshoe_tau0", "slab_df",
                       "slab_scale", "neg_u", "neg_a", "neg_tau", "priors")
 

@@ -96,6 +96,9 @@ class ModelConfig:
     # Canonical programs sample r through log mu = log r + logit(p) (plan.samples_log_mean): a change of the
     # sampler's coordinates, not of the model (r keeps its prior, with the Jacobian). False samples log r.
     mean_coordinates: bool = True
+    # NEG with u = a = 1 on prob, gate or overdispersion integrates its local scales out (plan.marginal_neg): the
+    # same prior, with psi drawn afterwards. False samples them (psi_raw), as every other NEG does.
+    neg_marginal: bool = True
     priors: tuple = field(default_factory=tuple)  # ((name, dist, (a, b)), ...) overrides
 
     @property

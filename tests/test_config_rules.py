@@ -147,12 +147,18 @@ def test_duplicate_prior_override():
 
 
 def test_data_only_options_do_not_change_the_program():
-    """K, hyperparameters and base prior numbers reach Stan as data: the same program, no recompile."""
+    """K, hyperparameters and base prior numbers reach Stan as data: the same program, no recompile. NEG's u and
+    a are data too, but u = a = 1 has a closed-form marginal (plan.marginal_neg): leaving 1 changes the form."""
     base = dict(model="zinb", components=2, gate_prior="horseshoe", prob_prior="neg")
     program = render(validate(ModelConfig(**base)))
-    for extra in [dict(components=5), dict(slab_df=3.0, slab_scale=1.0, horseshoe_tau0=0.1),
-                  dict(neg_u=0.5, neg_a=0.5, neg_tau=2.0), dict(priors=(("r", "lognormal", (1.0, 0.3)),))]:
+    for extra in [dict(components=5), dict(slab_df=3.0, slab_scale=1.0, horseshoe_tau0=0.1), dict(neg_tau=2.0),
+                  dict(priors=(("r", "lognormal", (1.0, 0.3)),))]:
         assert render(validate(ModelConfig(**{**base, **extra}))) == program, extra
+    local = dict(base, neg_marginal=False)
+    program = render(validate(ModelConfig(**local)))
+    assert "prob_psi_raw" in program and "neg_marginal_lpdf" not in program
+    assert render(validate(ModelConfig(**local, neg_u=0.5, neg_a=0.5, neg_tau=2.0))) == program
+    assert "prob_psi_raw" in render(validate(ModelConfig(**base, neg_u=0.5)))
 
 
 # --- the command line ---------------------------------------------------------------------------------

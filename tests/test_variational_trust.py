@@ -61,7 +61,8 @@ def test_parameter_count_from_the_program():
     assert count() == G + 1  # r, p
     # r, p, gate_loc, gate_z and gate_centred (G together); NEG's local scales integrated out (u = a = 1)
     assert count(model="zinb", gate_prior="neg") == G + 1 + 1 + G
-    assert count(model="zinb", gate_prior="neg", neg_u=0.5) == G + 1 + 1 + 2 * G  # + gate_psi_raw
+    assert count(model="zinb", gate_prior="neg", neg_marginal=False) == G + 1 + 1 + 2 * G  # + gate_psi_raw
+    assert count(model="zinb", gate_prior="neg", neg_u=0.5) == G + 1 + 1 + 2 * G  # no closed form: psi_raw
     assert count(model="nbvcp") == G + 1 + C  # + capture
     assert count(components=K) == K * G + 1 + K  # r per component, shared p, positive_ordered weights_raw
     # unknown declarations: no count, so no refusal
