@@ -211,7 +211,26 @@ def set_cmdstanpy_log_level(level: int) -> None:
         logger.addFilter(_FutureBehaviourFilter())
     if not any(isinstance(f, _RejectionFilter) for f in logger.filters):
         logger.addFilter(_RejectionFilter())
+    if not any(isinstance(f, _ExitCodeFilter) for f in logger.filters):
+        logger.addFilter(_ExitCodeFilter())
     _cmdstanpy_level_set = True
+
+
+# Stan's services return sysexits.h codes (stan/services/error_codes.hpp), which our driver and CmdStan pass on.
+STAN_EXIT_CODES = {64: "usage error", 65: "data error", 66: "input not found", 70: "the algorithm failed",
+                   73: "output not writable", 78: "configuration error"}
+
+
+class _ExitCodeFilter(logging.Filter):
+    """cmdstanpy names a non-zero exit code by os.strerror, as if it were an errno: Stan's 70 (the algorithm
+    failed, e.g. pathfinder's L-BFGS) then reads "Communication error on send". Say what Stan means instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "%s error: code '%d' %s" and len(record.args or ()) == 3:
+            prefix, code, _ = record.args
+            record.msg = "%s error: Stan exited with code %d (%s)"
+            record.args = (prefix, code, STAN_EXIT_CODES.get(code, "see the message below"))
+        return True
 
 
 class _RejectionFilter(logging.Filter):

@@ -79,3 +79,20 @@ def test_toolchain_id_follows_the_driver_sources(tmp_path, monkeypatch):
     assert tc.toolchain_id() == before  # same bytes, same id
     (copy / "makefile").write_text((copy / "makefile").read_text() + "\n# changed\n")
     assert tc.toolchain_id() != before
+
+
+def test_stan_exit_codes_are_not_named_as_errnos():
+    """cmdstanpy logs a failed run's exit code with os.strerror: Stan's 70 read "Communication error on send".
+    The filter rewrites that record; the format it matches must still be the pinned cmdstanpy's."""
+    import inspect
+    import logging
+
+    import cmdstanpy.model
+
+    from scribe_cli.toolchain import _ExitCodeFilter
+
+    assert "\"%s error: code '%d' %s\"" in inspect.getsource(cmdstanpy.model)
+    record = logging.LogRecord("cmdstanpy", logging.ERROR, __file__, 1, "%s error: code '%d' %s",
+                               ("Chain [1]", 70, "Communication error on send"), None)
+    assert _ExitCodeFilter().filter(record)
+    assert record.getMessage() == "Chain [1] error: Stan exited with code 70 (the algorithm failed)"

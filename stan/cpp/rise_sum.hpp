@@ -4,9 +4,10 @@
 //
 // Why C++: written in Stan, each term puts the gather x[g_t], the sum and the log on the autodiff tape (the
 // full PBMC matrix's NBDM likelihood made ~87,000 nodes per call from its 57,557 terms: docs/performance.md),
-// and the tape, not the logs, is most of what that costs. Here a call is one node; its partials
-// d/dx_g = sum over g's terms of w_t / (x_g + k_t) are summed in the same loop as the value. The Stan-language form stays in the template (--stan-gradients) as the reference
-// this function is tested against (tests/test_likelihoods.py).
+// and the tape, not the logs, is most of what that costs. Here a call is one node: the terms y_t = x[g_t] + k_t
+// are gathered once, and both the value, sum of w_t log y_t, and the partials d/dx_g, the sum over g's terms of
+// w_t / y_t, come from that array. The Stan-language form stays in the template (--stan-gradients) as the
+// reference this function is tested against (tests/test_likelihoods.py).
 //
 // In the global namespace: the generated model calls it unqualified from its own namespace.
 #ifndef SCRIBE_RISE_SUM_HPP
