@@ -214,12 +214,15 @@ def _kept(key: tuple, compute):
     return _EVIDENCE[key]
 
 
+def index_split(mask: np.ndarray, count: str, inside: str, outside: str) -> dict:
+    """Stan data of a split of elements into two sets: how many are in ``mask``, and the 1-based indices in
+    and out of it (the split hierarchies here; the capture shift's cells in standata)."""
+    return {count: int(mask.sum()), inside: np.flatnonzero(mask) + 1, outside: np.flatnonzero(~mask) + 1}
+
+
 def _split(name: str, centred: np.ndarray) -> dict:
-    """The data of a split hierarchy (priors/_target.stan.j2): 1-based indices of the centred genes and of
-    the rest."""
-    return {f"{name}_n_centred": int(centred.sum()),
-            f"{name}_centred_idx": np.flatnonzero(centred) + 1,
-            f"{name}_noncentred_idx": np.flatnonzero(~centred) + 1}
+    """The data of a split hierarchy (priors/_target.stan.j2): the centred genes and the rest."""
+    return index_split(centred, f"{name}_n_centred", f"{name}_centred_idx", f"{name}_noncentred_idx")
 
 
 def gate_split_data(X: sp.csr_matrix, shared_p: bool, name: str = "gate") -> dict:

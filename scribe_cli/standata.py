@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .centring import gate_split_data, prob_split_data
+from .centring import gate_split_data, index_split, prob_split_data
 from .config import ModelConfig
 from .plan import likelihood_form, shifts_capture, splits_nonzero_terms
 
@@ -220,9 +220,8 @@ def capture_prior_data(config: ModelConfig, X: sp.csr_matrix, library_size: np.n
         loc = np.maximum(np.log(m0) - np.log(np.maximum(lib, 1.0)), 0.0)
         out.update(capture_eta_loc=loc, capture_eta_sd=float(sd))
         if shifts_capture(config):
-            shifted = loc >= SHIFTED_SDS * sd
-            out.update(capture_n_shifted=int(shifted.sum()), capture_shifted_idx=np.flatnonzero(shifted) + 1,
-                       capture_own_idx=np.flatnonzero(~shifted) + 1)
+            out.update(index_split(loc >= SHIFTED_SDS * sd, "capture_n_shifted", "capture_shifted_idx",
+                                   "capture_own_idx"))
     if config.mean_anchor:
         if config.capture_prior is not None:
             nubar = float(np.mean(np.minimum(lib / config.capture_prior[0], 1.0)))
