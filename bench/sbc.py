@@ -130,7 +130,6 @@ def run_replicate(name: str, rep: int, methods: list[str], results: str, retry_f
     prior = prior_block(name, rep // PRIOR_BLOCK, results)
     truth = calibration.truth_at(prior, rep % PRIOR_BLOCK)
     data = calibration.simulate(truth, counts, np.random.default_rng(_seed(name, "data", rep)))
-    model = calibration.compiled_model(config)
     done = []
     for method in methods:
         out = result_path(results, name, method, rep)
@@ -142,9 +141,12 @@ def run_replicate(name: str, rep: int, methods: list[str], results: str, retry_f
         else:
             with tempfile.TemporaryDirectory(prefix="sbc-fit-") as tmp:
                 try:
-                    post, diag = calibration.fit_posterior(config, model, data, method, _seed(name, method, rep), Path(tmp))
+                    fitted = config.for_method(method)  # pathfinder may sample NEG's local scales
+                    post, diag = calibration.fit_posterior(fitted, calibration.compiled_model(fitted), data, method,
+                                                           _seed(name, method, rep), Path(tmp))
+                    skip = calibration.data_chosen_coordinates(config) | calibration.form_coordinates(config, method)
                     record["ranks"] = calibration.ranks(post, truth, L, np.random.default_rng(_seed(name, method, "ranks", rep)),
-                                                        skip=calibration.data_chosen_coordinates(config))
+                                                        skip=skip)
                     record["diagnostics"] = diag
                 except Exception as exc:  # a failed fit is a result too (counted in the report)
                     record["failed"] = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -319,7 +321,8 @@ def main() -> None:
         for name in names:
             t = time.monotonic()
             config, _ = config_of(name)
-            calibration.compiled_model(config)  # compile once, here, so workers only read the cache
+            for fitted in {config.for_method(m) for m in methods}:  # compile once, here, so workers only read the cache
+                calibration.compiled_model(fitted)
             for b in range(-(-args.replicates // PRIOR_BLOCK)):
                 prior_block(name, b, args.results)
             todo = [(name, rep) for rep in range(args.replicates)

@@ -53,6 +53,17 @@ def data_chosen_coordinates(config) -> set[str]:
         ({"prob_z", "prob_centred"} if config.prob_split else set())
 
 
+def form_coordinates(config, method: str) -> set[str]:
+    """Sampled coordinates that mean different things in the truth's program (the prior of ``config``) and in
+    ``method``'s (ModelConfig.for_method): T_z of a NEG target whose local scales the method samples while the
+    prior program integrates them out (asinh of the deviation there, a standard normal here). The target's own
+    parameter and psi have one meaning in both and are ranked."""
+    from .plan import marginal_neg
+
+    fitted = config.for_method(method)
+    return {f"{t}_z" for t in config.hierarchical() if marginal_neg(config, t) and not marginal_neg(fitted, t)}
+
+
 def placeholder_counts(n_cells: int, n_genes: int, n_datasets: int = 0) -> Counts:
     """An all-zero Counts of the right shape (the prior program reads only the sizes); with n_datasets >= 2 the
     cells are split into consecutive, nearly equal datasets ``d0``, ``d1``, ..."""

@@ -82,10 +82,11 @@ MODEL_OPTIONS = [
                  help="canonical: let NUTS move r through log mu = log r + logit(p) (the same model and priors, "
                       "with the Jacobian; the data pin the mean, so this removes the r x p ridge: several times "
                       "fewer steps), or through log r as Stan's lower bound does."),
-    click.option("--neg-marginal/--neg-local-scales", default=True, show_default=True,
+    click.option("--neg-marginal/--neg-local-scales", default=None,
                  help="NEG with --neg-u 1 --neg-a 1 on p, the gate or omega: integrate each element's local scale "
                       "out (the same prior; psi is drawn from its conditional afterwards; no funnel, so no "
-                      "divergences from it), or sample it as log psi."),
+                      "divergences from it), or sample it as log psi. Default: integrated out, except with "
+                      "--method pathfinder, whose Gaussian fit the marginal's cusp at zero misleads."),
     click.option("--horseshoe-tau0", type=float, default=1.0, show_default=True, help="Horseshoe global scale tau ~ HalfCauchy(tau0)."),
     click.option("--slab-df", type=float, default=4.0, show_default=True, help="Horseshoe slab degrees of freedom."),
     click.option("--slab-scale", type=float, default=2.0, show_default=True, help="Horseshoe slab scale."),

@@ -97,8 +97,9 @@ class ModelConfig:
     # sampler's coordinates, not of the model (r keeps its prior, with the Jacobian). False samples log r.
     mean_coordinates: bool = True
     # NEG with u = a = 1 on prob, gate or overdispersion integrates its local scales out (plan.marginal_neg): the
-    # same prior, with psi drawn afterwards. False samples them (psi_raw), as every other NEG does.
-    neg_marginal: bool = True
+    # same prior, with psi drawn afterwards. False samples them (psi_raw), as every other NEG does. None: chosen
+    # per method (for_method).
+    neg_marginal: bool | None = None
     priors: tuple = field(default_factory=tuple)  # ((name, dist, (a, b)), ...) overrides
 
     @property
@@ -123,6 +124,18 @@ class ModelConfig:
         if not self.mean_anchor:
             return None
         return "mu_pop" if self.expression_prior != "none" or self.expression_dataset_prior != "none" else "mu"
+
+    def for_method(self, method: str) -> "ModelConfig":
+        """The configuration a method runs: with neg_marginal unset, NEG's local scales are integrated out except
+        under pathfinder. Its Gaussian fit reads the curvature along the L-BFGS path, and the marginal density's
+        cusp at zero deviation (u = 1) looks infinitely curved: in the SBC of the three NEG configurations
+        (docs/validation.md, notes of 1 December) pathfinder's gate, omega and kappa ranks were flagged with psi
+        integrated out and not with psi sampled, while NUTS and ADVI were calibrated either way."""
+        from .plan import marginal_neg
+
+        if self.neg_marginal is None and method == "pathfinder" and any(marginal_neg(self, t) for t in self.hierarchical()):
+            return dataclasses.replace(self, neg_marginal=False)
+        return self  # unchanged otherwise: the same program text as `scribe render`, so the same compiled program
 
     @property
     def gate_split(self) -> bool:

@@ -68,6 +68,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
 
     t = time.monotonic()
     user_program = program is not None
+    config = config.for_method(opts.method)
     program = program if user_program else render(config, log_lik=log_lik)
     data = stan_data(config, counts, log_lik=log_lik)
     check_method_size(opts.method, program, data)  # before the compile: refuse in a second, not after minutes

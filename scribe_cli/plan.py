@@ -184,7 +184,7 @@ def marginal_neg(config: ModelConfig, target: str) -> bool:
     5, 7 and 4 divergences in the psi form, none in five runs of the marginal forms, at a similar ESS per
     gradient (docs/performance.md). Other u and a have no closed form here; dataset-level NEG shares psi
     across datasets (or scales it by a sampled sigma): both keep psi_raw."""
-    return (config.neg_marginal and getattr(config, f"{target}_prior") == "neg" and target != "expression"
+    return (config.neg_marginal is not False and getattr(config, f"{target}_prior") == "neg" and target != "expression"
             and config.neg_u == 1.0 and config.neg_a == 1.0)
 
 

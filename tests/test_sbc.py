@@ -16,6 +16,7 @@ from scipy import stats
 from helpers import dense_cell_loglik
 from scribe_cli import calibration
 from scribe_cli.config import ModelConfig, validate
+from scribe_cli.render import render
 
 N_SIM = 20_000  # cells simulated per check: the chi-square test then sees relative errors of ~2% in a bin
 GRID = 12  # counts 0..GRID-1 per gene on the 2-gene grid; the rest is one lumped bin
@@ -146,3 +147,21 @@ def test_data_chosen_coordinates_are_not_ranked():
     truth = xr.Dataset({"gate": (("gene",), rng.uniform(size=5)), "gate_z": (("z",), rng.normal(size=5))})
     out = calibration.ranks(post, truth, 20, rng, skip=skip)
     assert set(out) == {"gate"} and len(out["gate"]) == 5 and all(0 <= r <= 20 for r in out["gate"])
+
+
+def test_pathfinder_samples_neg_local_scales_and_skips_their_coordinates():
+    """ModelConfig.for_method: NEG's local scales are integrated out except under pathfinder (unless the user
+    chose); configurations without an eligible NEG target are returned unchanged (the same compiled program).
+    In SBC the truth comes from the integrated-out prior, so pathfinder's T_z (a standard normal there, an asinh
+    of the deviation in the truth) is not ranked; its parameter and psi are."""
+    neg = validate(ModelConfig(model="nbdm", bnb=True, overdispersion_prior="neg"))
+    assert neg.for_method("nuts") is neg and neg.for_method("advi") is neg
+    assert neg.for_method("pathfinder").neg_marginal is False
+    assert "overdispersion_psi_raw" in render(neg.for_method("pathfinder"))
+    assert "overdispersion_psi_raw" not in render(neg)
+    chosen = validate(ModelConfig(model="nbdm", bnb=True, overdispersion_prior="neg", neg_marginal=True))
+    assert chosen.for_method("pathfinder") is chosen
+    plain = validate(ModelConfig(model="zinb", gate_prior="gaussian"))
+    assert plain.for_method("pathfinder") is plain
+    assert calibration.form_coordinates(neg, "pathfinder") == {"overdispersion_z"}
+    assert calibration.form_coordinates(neg, "nuts") == set() == calibration.form_coordinates(chosen, "pathfinder")
