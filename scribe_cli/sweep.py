@@ -193,6 +193,7 @@ def compile_programs(tasks: list[Task]) -> int:
         if t.skipped or t.options.get("stan_file"):
             continue
         config = model_config_from_options(**{k: t.options[k] for k in MODEL_OPTION_NAMES})
+        config = config.for_method(t.options["method"])  # as pipeline.run will render it
         programs.setdefault(render(config, log_lik=bool(t.options["log_lik"])), config.model)
         if t.options.get("prior_draws"):
             programs.setdefault(render(config, prior_only=True), f"{config.model}_prior")
