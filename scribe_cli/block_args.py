@@ -170,9 +170,14 @@ def hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_d
                         across="components" if target == "expression" else "", copies="K")
     args["marginal"] = marginal_neg(config, target)
     args["neg_forms"] = neg_forms(config)
+    if args["marginal"]:  # no local scale: the deviation is a fixed function of z (priors/neg.stan.j2)
+        args.update(scaled_z=f"sqrt(neg_tau) * sinh({T}_z)", z_doc="asinh of the scaled deviations",
+                    family="marginal NEG")  # its local scales integrated out
     if (config.gate_split and target == "gate") or (config.prob_split and target == "prob"):
         args["split"] = _split_args(T, family)
         args["q_in_gq"] = q in output_only(config)  # q from its link in generated quantities (plan.output_only)
+        if args["marginal"]:
+            args["split"]["scaled_z"] = args["scaled_z"]
     return args
 
 
@@ -222,6 +227,7 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
         "split": None,
         "q_in_gq": False,
         "marginal": False,  # NEG with its local scales integrated out (plan.marginal_neg)
+        "z_doc": None,  # what T_z is, when not the standardised deviations
         "neg_forms": None,
     }
 

@@ -207,12 +207,9 @@ def set_cmdstanpy_log_level(level: int) -> None:
 
     logger = get_logger()
     logger.setLevel(level)
-    if not any(isinstance(f, _FutureBehaviourFilter) for f in logger.filters):
-        logger.addFilter(_FutureBehaviourFilter())
-    if not any(isinstance(f, _RejectionFilter) for f in logger.filters):
-        logger.addFilter(_RejectionFilter())
-    if not any(isinstance(f, _ExitCodeFilter) for f in logger.filters):
-        logger.addFilter(_ExitCodeFilter())
+    for kind in (_FutureBehaviourFilter, _RejectionFilter, _ExitCodeFilter):
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
     _cmdstanpy_level_set = True
 
 
