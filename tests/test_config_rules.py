@@ -56,6 +56,7 @@ VIOLATIONS = [
     (dict(model="nbvcp", organism="human", priors=(("capture", "beta", (1.0, 2.0)),)), "does not sample"),
     (dict(gate_prior="horseshoe", model="zinb", slab_scale=0.0), "horseshoe hyperparameters must be positive"),
     (dict(neg_a=-1.0), "NEG hyperparameters must be positive"),
+    (dict(prob_prior="neg", neg_marginal=True, neg_u=0.5), "closed form, which exists for --neg-u 1 --neg-a 1 only"),
     (dict(priors=(("r", "normal", (0.0, 1.0)),)), "must have the family of its mode"),
     (dict(unconstrained=True, priors=(("r", "lognormal", (0.0, 1.0)),)), "must have the family of its mode"),
     (dict(priors=(("phi", "betaprime", (1.0, 2.0)),)), "does not sample"),
