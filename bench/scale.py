@@ -81,7 +81,13 @@ METHODS = ("nuts", "pathfinder", "advi")
 
 
 def case_key(c: dict) -> str:
-    return f"{c['model']}|{c['data']}|{c['method']}"
+    threads = c.get("threads", 1)
+    return f"{c['model']}|{c['data']}|{c['method']}" + (f"|t{threads}" if threads > 1 else "")
+
+
+def method_label(c: dict) -> str:
+    threads = c.get("threads", 1)
+    return c["method"] + (f" ({threads} threads)" if threads > 1 else "")
 
 
 def simulated_file(model: str, cells: int, genes: int, cache: Path) -> tuple[Path, Path]:
@@ -173,6 +179,8 @@ def per_gradient_ms(options: list[str], data: Path) -> float:
 
 def run_case(case: dict, data: Path, truth: dict | None, timeout: float, warmup: int, draws: int) -> dict:
     options = MODELS[case["model"]] + case.get("extra", [])
+    if case.get("threads", 1) > 1:
+        options = options + ["--threads-per-chain", str(case["threads"])]
     method = case["method"]
     if method == "nuts":
         options = options + ["--warmup", str(warmup), "--draws", str(draws)]
@@ -245,6 +253,8 @@ def cases(args) -> list[dict]:
             for method in args.methods:
                 out.append({"model": model, "data": f"sim {cells}x{genes}", "cells": cells, "genes": genes,
                             "method": method})
+                if args.threads_per_chain > 1:
+                    out[-1]["threads"] = args.threads_per_chain
     if args.real or args.real_only:
         for label, (file, extra) in REAL.items():
             if args.datasets and label not in args.datasets:
@@ -252,6 +262,8 @@ def cases(args) -> list[dict]:
             for model in args.only or ("nbdm", "zinb"):
                 for method in args.methods:
                     out.append({"model": model, "data": label, "file": file, "extra": extra, "method": method})
+                    if args.threads_per_chain > 1:
+                        out[-1]["threads"] = args.threads_per_chain
     return out
 
 
@@ -264,7 +276,7 @@ def sweep(args) -> None:
         if key in done and not args.redo:
             continue
         bigger_than_failed = [r for r in done.values() if r.get("status") == "timeout" and r["model"] == case["model"]
-                              and r["method"] == case["method"] and "cells" in case and "cells" in r
+                              and case_key(r).split("|")[2:] == key.split("|")[2:] and "cells" in case and "cells" in r
                               and case["cells"] >= r["cells"] and case["genes"] >= r["genes"]]
         if bigger_than_failed:
             row = {**case, "status": "skipped", "why": f"{bigger_than_failed[0]['data']} timed out"}
@@ -301,7 +313,7 @@ def report() -> None:
     for r in sorted(rows, key=lambda r: (r["model"], r.get("cells", 0) * r.get("genes", 0), r["data"], r["method"])):
         d = r.get("diagnostics", {})
         lines.append(
-            f"| {r['model']} | {r['data']} | {r['method']} | {r['status']} | {_fmt(r.get('wall_s'), '.0f')} | "
+            f"| {r['model']} | {r['data']} | {method_label(r)} | {r['status']} | {_fmt(r.get('wall_s'), '.0f')} | "
             f"{_fmt(r.get('fit_s'), '.0f')} | {_fmt(r.get('ms_per_gradient'), '.2f')} | {_fmt(r.get('peak_rss_gb'), '.2f')} | "
             f"{_fmt(d.get('max_rhat'), '.3f')} | {_fmt(d.get('min_ess_bulk'), '.0f')} | {_fmt(r.get('ess_bulk_per_s'), '.2f')} | "
             f"{_fmt(d.get('divergences'), 'd')} | {_fmt(d.get('pareto_k'), '.2f')} | {_fmt(r.get('log_mean_corr'), '.4f')} | "
@@ -335,6 +347,8 @@ def main() -> None:
     ap.add_argument("--real", action="store_true", help="also the real datasets of ../shared/data")
     ap.add_argument("--real-only", action="store_true", help="only the real datasets")
     ap.add_argument("--datasets", nargs="*", help="which real datasets (labels of REAL; default all)")
+    ap.add_argument("--threads-per-chain", type=int, default=1,
+                    help="passed to scribe run (reduce_sum threads; for ADVI its one process's threads)")
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--timeout", type=float, default=3600.0)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,12 +211,32 @@ RUNNERS = {
 }
 
 
+@contextmanager
+def _stan_threads(n: int):
+    """STAN_NUM_THREADS=n for the Stan processes started inside. cmdstanpy's sample and pathfinder take a
+    thread count; variational, optimize and laplace do not, and run with the environment's (our driver and
+    CmdStan both read STAN_NUM_THREADS), so without this --threads-per-chain left ADVI's reduce_sum on one
+    thread."""
+    before = os.environ.get("STAN_NUM_THREADS")
+    os.environ["STAN_NUM_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["STAN_NUM_THREADS"]
+        else:
+            os.environ["STAN_NUM_THREADS"] = before
+
+
 def run_method(model, data: dict, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
     """Run ``opts.method`` on a compiled model; Stan's own errors become one-line UserInputErrors.
 
     ``tuning``: extra Stan arguments of pathfinder / ADVI (over PATHFINDER_TUNING / ADVI_TUNING), for benchmarks."""
     try:
-        return RUNNERS[opts.method](model, data, opts, output_dir, tuning)
+        if opts.method in ("nuts", "pathfinder"):
+            return RUNNERS[opts.method](model, data, opts, output_dir, tuning)
+        with _stan_threads(opts.threads_per_chain):
+            return RUNNERS[opts.method](model, data, opts, output_dir, tuning)
     except RuntimeError as exc:
         # ADVI and pathfinder print their reason without the prefix cmdstanpy looks for: read the transcript.
         console = _console_reason(output_dir) if opts.method in ("pathfinder", "advi", "advi-fullrank") else ""
