@@ -261,9 +261,14 @@ constexpr int CHUNK = 128;
 
 // log1p(t) from the vectorised log (Eigen 3.4 vectorises log and exp but not log1p for doubles): log(1 + t)
 // rescaled by t / ((1 + t) - 1), which cancels the rounding of 1 + t (Goldberg's correction; a few ulp).
+// (Eigen 3.4's select is not vectorised: the log is evaluated into its own array first.)
 inline Eigen::ArrayXd log1p_vectorised(const Eigen::ArrayXd& t) {
   const Eigen::ArrayXd xp1 = 1.0 + t, dx = xp1 - 1.0;
-  return (dx == 0.0).select(t, xp1.log() * (t / dx));
+  Eigen::ArrayXd l = xp1.log();
+  l *= t / dx;
+  for (Eigen::Index k = 0; k < t.size(); ++k)
+    if (dx[k] == 0.0) l[k] = t[k];  // 1 + t rounds to 1: log1p(t) = t to double precision
+  return l;
 }
 
 // Cells start..end (1-based; capture is their slice): L_c log(nu_c), and each non-zero's own term in place of
