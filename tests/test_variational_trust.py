@@ -121,6 +121,35 @@ def test_failed_advi_says_why_and_what_to_do(tmp_path):
     assert "not finite" in msg and "--method advi (mean-field)" in msg and "--method pathfinder" in msg
 
 
+def test_threads_per_chain_reaches_the_one_process_methods(tmp_path, monkeypatch):
+    """cmdstanpy's variational, optimize and laplace take no thread count and start Stan with the environment's
+    STAN_NUM_THREADS (which our driver and CmdStan read): run_method sets it to --threads-per-chain for the call
+    and puts the environment back afterwards. The model stands in for a CmdStanModel, recording what Stan would
+    see."""
+    import os
+
+    from scribe_cli.fit import RunOptions, run_method
+
+    seen = {}
+
+    class Recorder:
+        def variational(self, **kw):
+            seen["advi"] = os.environ.get("STAN_NUM_THREADS")
+            return "fit"
+
+        def optimize(self, **kw):
+            seen["optimize"] = os.environ.get("STAN_NUM_THREADS")
+            return "fit"
+
+    monkeypatch.setenv("STAN_NUM_THREADS", "7")
+    assert run_method(Recorder(), {}, RunOptions(method="advi", threads_per_chain=2), tmp_path) == "fit"
+    run_method(Recorder(), {}, RunOptions(method="optimize", threads_per_chain=3), tmp_path)
+    assert seen == {"advi": "2", "optimize": "3"} and os.environ["STAN_NUM_THREADS"] == "7"
+    monkeypatch.delenv("STAN_NUM_THREADS")
+    run_method(Recorder(), {}, RunOptions(method="advi"), tmp_path)
+    assert seen["advi"] == "1" and "STAN_NUM_THREADS" not in os.environ
+
+
 def test_collapsed_pathfinder_writes_distinct_raw_draws_and_says_what_to_do(demo_h5ad, tmp_path, toolchain):
     """NBDM on the demo data, pathfinder with 2 paths: Pareto k is far above 0.7 (about 5 with this seed) and the
     PSIS resample holds a handful of distinct draws; the file must hold distinct draws, flagged, with weights."""
