@@ -150,7 +150,9 @@ def _load_config_file(ctx, _param, value):
                    "optimize (posterior mode only). advi-fullrank is refused above 1,000 parameters (n x n covariance).")
 @click.option("--chains", type=int, default=4, show_default=True, help="MCMC chains (pathfinder: number of paths).")
 @click.option("--parallel-chains", type=int, help="Chains run at once [default: all].")
-@click.option("--threads-per-chain", type=int, default=1, show_default=True, help="Threads per chain for reduce_sum likelihoods.")
+@click.option("--threads-per-chain", type=int,
+              help="Threads per chain for reduce_sum likelihoods [default: 1 for nuts and pathfinder, whose chains and "
+                   "paths fill the cores; every available core for advi, optimize and laplace, which run one process].")
 @click.option("--warmup", type=int, default=1000, show_default=True, help="NUTS warmup iterations per chain.")
 @click.option("--draws", type=int, default=1000, show_default=True, help="Draws per chain (approximate draws for pathfinder/ADVI/laplace).")
 @click.option("--seed", type=int, help="Random seed [default: random, recorded in the output and in --print-config].")

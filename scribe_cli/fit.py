@@ -13,6 +13,7 @@ from .errors import UserInputError
 
 INITS = ("random", "pathfinder")
 METHODS = ("nuts", "pathfinder", "advi", "advi-fullrank", "optimize", "laplace")
+ONE_PROCESS = ("advi", "advi-fullrank", "optimize", "laplace")  # one Stan process, one chain of work
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class RunOptions:
     method: str = "nuts"
     chains: int = 4
     parallel_chains: int | None = None
-    threads_per_chain: int = 1
+    threads_per_chain: int | None = None  # None: ONE_PROCESS methods take every core, the others 1
     warmup: int = 1000
     draws: int = 1000
     seed: int = 0
@@ -28,6 +29,14 @@ class RunOptions:
     max_treedepth: int = 10
     init: str = "random"
     show_progress: bool = True
+
+    def __post_init__(self):
+        if self.threads_per_chain is None:
+            # NUTS's chains and pathfinder's paths fill the cores; ADVI, optimize and laplace are one process,
+            # whose reduce_sum would otherwise leave all but one core idle (zinbvcp 2,000 x 500, ADVI: 56 s on
+            # one thread, 38 s on two; bench/scale.py --threads-per-chain)
+            threads = len(os.sched_getaffinity(0)) if self.method in ONE_PROCESS else 1
+            object.__setattr__(self, "threads_per_chain", threads)  # frozen: set once, here
 
     def validate(self) -> "RunOptions":
         if self.method not in METHODS:
@@ -233,7 +242,7 @@ def run_method(model, data: dict, opts: RunOptions, output_dir: Path, tuning: di
 
     ``tuning``: extra Stan arguments of pathfinder / ADVI (over PATHFINDER_TUNING / ADVI_TUNING), for benchmarks."""
     try:
-        if opts.method in ("nuts", "pathfinder"):
+        if opts.method not in ONE_PROCESS:
             return RUNNERS[opts.method](model, data, opts, output_dir, tuning)
         with _stan_threads(opts.threads_per_chain):
             return RUNNERS[opts.method](model, data, opts, output_dir, tuning)

@@ -101,7 +101,11 @@ def run_defaults() -> dict:
 
     with run.make_context("run", [], resilient_parsing=True) as ctx:
         params = dict(ctx.params)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k not in _NOT_IN_GRID}
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k not in _NOT_IN_GRID}
+    # a sweep's fits share the machine (workers = cores // threads per chain): one thread each unless the grid
+    # or --threads-per-chain says otherwise, not `scribe run`'s every-core default for one-process methods
+    params["threads_per_chain"] = params["threads_per_chain"] or 1
+    return params
 
 
 def expand(grid: dict, inputs: list[Path], defaults: dict | None = None) -> list[Task]:

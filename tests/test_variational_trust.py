@@ -146,8 +146,12 @@ def test_threads_per_chain_reaches_the_one_process_methods(tmp_path, monkeypatch
     run_method(Recorder(), {}, RunOptions(method="optimize", threads_per_chain=3), tmp_path)
     assert seen == {"advi": "2", "optimize": "3"} and os.environ["STAN_NUM_THREADS"] == "7"
     monkeypatch.delenv("STAN_NUM_THREADS")
-    run_method(Recorder(), {}, RunOptions(method="advi"), tmp_path)
+    run_method(Recorder(), {}, RunOptions(method="advi", threads_per_chain=1), tmp_path)
     assert seen["advi"] == "1" and "STAN_NUM_THREADS" not in os.environ
+    # unset, a one-process method takes every core it may run on; NUTS and pathfinder one thread per chain
+    cores = len(os.sched_getaffinity(0))
+    assert RunOptions(method="advi").threads_per_chain == RunOptions(method="laplace").threads_per_chain == cores
+    assert RunOptions(method="nuts").threads_per_chain == RunOptions(method="pathfinder").threads_per_chain == 1
 
 
 def test_collapsed_pathfinder_writes_distinct_raw_draws_and_says_what_to_do(demo_h5ad, tmp_path, toolchain):
