@@ -141,9 +141,10 @@ METHODS = {
     # 2 chains x 500 draws, thinned to L: tiny models mix fast; parallel_chains=1 keeps a worker on one core.
     "nuts": Method("nuts", RunOptions(method="nuts", chains=2, parallel_chains=1, warmup=500, draws=500,
                                       show_progress=False)),
-    # The CLI's defaults: 4 paths, 1000 draws PSIS-resampled; meanfield ADVI with 1000 draws.
+    # The CLI's defaults: 4 paths, 1000 draws PSIS-resampled; meanfield ADVI with 1000 draws, on one thread (the
+    # CLI's all-core default for one-process methods would oversubscribe the one-core workers).
     "pathfinder": Method("pathfinder", RunOptions(method="pathfinder", chains=4, draws=1000, show_progress=False)),
-    "advi": Method("advi", RunOptions(method="advi", draws=1000, show_progress=False)),
+    "advi": Method("advi", RunOptions(method="advi", draws=1000, threads_per_chain=1, show_progress=False)),
 }
 
 
