@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,9 +242,8 @@ def run_method(model, data: dict, opts: RunOptions, output_dir: Path, tuning: di
 
     ``tuning``: extra Stan arguments of pathfinder / ADVI (over PATHFINDER_TUNING / ADVI_TUNING), for benchmarks."""
     try:
-        if opts.method not in ONE_PROCESS:
-            return RUNNERS[opts.method](model, data, opts, output_dir, tuning)
-        with _stan_threads(opts.threads_per_chain):
+        threads = _stan_threads(opts.threads_per_chain) if opts.method in ONE_PROCESS else nullcontext()
+        with threads:
             return RUNNERS[opts.method](model, data, opts, output_dir, tuning)
     except RuntimeError as exc:
         # ADVI and pathfinder print their reason without the prefix cmdstanpy looks for: read the transcript.

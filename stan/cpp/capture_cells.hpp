@@ -50,6 +50,16 @@ struct ZeroTerm {
   double df_dl, df_dr, df_dA, df_dB;
 };
 
+// Below this, pi + (1 - pi) P_NB(0) is summed on the log scale (both parts underflow on the natural one).
+constexpr double NATURAL_SCALE_MIN = 1e-280;
+
+// log(e^A + e^b) and the share e^b of it, on the log scale: the zero term's underflow branch.
+inline void log_p0_log_scale(double A, double b, double& f, double& w) {
+  const double m = A > b ? A : b;
+  f = m + std::log1p(std::exp(-std::fabs(A - b)));
+  w = std::exp(b - f);
+}
+
 inline ZeroTerm zero_term(bool zi, double nu, double q, double r, double A, double B, double pi) {
   ZeroTerm z;
   z.t = nu * q;
@@ -66,14 +76,11 @@ inline ZeroTerm zero_term(bool zi, double nu, double q, double r, double A, doub
   const double nb0 = std::exp(B - r * z.l);
   const double sum = pi + nb0;
   double w;  // the share of P(0) that the NB explains
-  if (sum > 1e-280) {
+  if (sum > NATURAL_SCALE_MIN) {
     z.f = std::log(sum);
     w = nb0 / sum;
   } else {
-    const double b = B - r * z.l;
-    const double m = A > b ? A : b;
-    z.f = m + std::log1p(std::exp(-std::fabs(A - b)));
-    w = std::exp(b - z.f);
+    log_p0_log_scale(A, B - r * z.l, z.f, w);
   }
   z.df_dA = 1.0 - w;
   z.df_dB = w;
@@ -328,14 +335,8 @@ inline double nonzero_terms(Grad& grad, int start, int end, const std::vector<in
       const Eigen::ArrayXd nb0 = (B.head(m) - rm * l).exp(), sum = pi.head(m) + nb0;
       Eigen::ArrayXd f = sum.log();
       w = nb0 / sum;
-      for (int k = 0; k < m; ++k) {
-        if (sum[k] > 1e-280) continue;
-        // both parts underflow on the natural scale: the log scale, as in zero_term
-        const double b = B[k] - r[k] * l[k], A = in.A(gene[k], dset[k]);
-        const double top = A > b ? A : b;
-        f[k] = top + std::log1p(std::exp(-std::fabs(A - b)));
-        w[k] = std::exp(b - f[k]);
-      }
+      for (int k = 0; k < m; ++k)  // both parts underflow on the natural scale: the log scale, as in zero_term
+        if (!(sum[k] > NATURAL_SCALE_MIN)) log_p0_log_scale(in.A(gene[k], dset[k]), B[k] - r[k] * l[k], f[k], w[k]);
       total += (-(rm + um) * l - f).sum();
       dl = w * rm - (rm + um);
       dr = -(1.0 - w) * l;
