@@ -35,7 +35,7 @@ demo: toolchain
 # Two workers (pytest-xdist): compiling a Stan program is single-threaded, so two compile-bound tests
 # run side by side; the content-hash cache's lock keeps any program from compiling twice.
 test: toolchain
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 bench: toolchain
 	$(BIN)/python bench/nbdm_speed.py

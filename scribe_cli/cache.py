@@ -55,8 +55,12 @@ def native_header(program: str) -> Path | None:
     return RISE_HEADER if declared == {"rise_table_sum"} else NATIVE_HEADER
 
 
-def native_sources() -> list[Path]:
-    """Every C++ file the native header may include (its siblings), in a fixed order."""
+def native_sources(header: Path | None = None) -> list[Path]:
+    """The C++ files ``header`` compiles (rise_sum.hpp stands alone; native.hpp includes its siblings), or
+    every one of them, in a fixed order. A program's cache key holds only its own header's text, so a change
+    to the capture terms leaves the rise-only programs' binaries valid."""
+    if header == RISE_HEADER:
+        return [RISE_HEADER]
     return sorted(NATIVE_SRC.glob("*.hpp"))
 
 
@@ -74,7 +78,8 @@ def models_dir() -> Path:
 
 def program_key(program: str, cpp_options: dict | None = None) -> str:
     opts = json.dumps(cpp_options or CPP_OPTIONS, sort_keys=True)
-    sources = native_sources() if native_header(program) else []  # their text is part of what gets compiled
+    header = native_header(program)
+    sources = native_sources(header) if header else []  # their text is part of what gets compiled
     h = hashlib.sha256()
     for part in (toolchain_id(), opts, program, *(f.read_text() for f in sources)):
         h.update(part.encode())
@@ -125,7 +130,7 @@ def compile_program(program: str, name: str = "model", cpp_options: dict | None 
             header = native_header(program)
             extra = {}
             if header is not None:  # the entry keeps the C++ it was built from beside the program
-                for source in native_sources():
+                for source in native_sources(header):
                     shutil.copy(source, tmp / source.name)
                 extra["user_header"] = str(tmp / header.name)
             try:
