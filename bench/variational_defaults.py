@@ -46,10 +46,12 @@ from scribe_cli.standata import stan_data
 
 # (label, method, paths, Stan arguments over fit.py's defaults)
 SETTINGS = [
-    ("pathfinder default", "pathfinder", 4, {}),  # Stan's defaults (fit.PATHFINDER_TUNING keeps them)
-    ("pathfinder 8 paths", "pathfinder", 8, {}),
-    ("pathfinder history 15", "pathfinder", 4, {"history_size": 15}),
+    # explicit values, so that the rows keep their meaning whatever fit.PATHFINDER_TUNING says (Stan's 25 ELBO draws)
+    ("pathfinder default", "pathfinder", 4, {"num_elbo_draws": 25}),  # Stan's defaults
+    ("pathfinder 8 paths", "pathfinder", 8, {"num_elbo_draws": 25}),
+    ("pathfinder history 15", "pathfinder", 4, {"history_size": 15, "num_elbo_draws": 25}),
     ("pathfinder 100 elbo draws", "pathfinder", 4, {"num_elbo_draws": 100}),
+    ("pathfinder 5 elbo draws", "pathfinder", 4, {"num_elbo_draws": 5}),  # fit.PATHFINDER_TUNING
     # explicit values, so that the rows keep their meaning whatever fit.ADVI_TUNING says
     ("advi tol 0.01 (Stan default)", "advi", 1, {"tol_rel_obj": 0.01, "iter": 10000}),
     ("advi tol 0.001", "advi", 1, {"tol_rel_obj": 0.001, "iter": 10000}),
