@@ -205,7 +205,9 @@ def run_case(case: dict, data: Path, truth: dict | None, timeout: float, warmup:
         proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
         m = re.search(r"TIME ([0-9.]+) ([0-9.]+) ([0-9.]+) ([0-9]+)", proc.stderr)
         if proc.returncode not in (0, 3) or not m:
-            return {**case, "status": f"exit {proc.returncode}", "error": proc.stderr.strip().splitlines()[-1:]}
+            said = [line for line in proc.stderr.strip().splitlines()  # without GNU time's own lines
+                    if not line.startswith(("TIME ", "Command exited with"))]
+            return {**case, "status": f"exit {proc.returncode}", "error": said[-1:]}
         res = json.loads(proc.stdout)
         diag = res["diagnostics"]
         sample_s = res["timings"].get("sample") or res["timings"].get("fit")
