@@ -269,6 +269,14 @@ def cases(args) -> list[dict]:
     return out
 
 
+def case_data(case: dict, cache: Path) -> tuple[Path, dict | None]:
+    """The case's h5ad and its truth (None for the real datasets)."""
+    if "file" in case:
+        return SHARED / case["file"], None
+    data, npz = simulated_file(case["model"], case["cells"], case["genes"], cache)
+    return data, dict(np.load(npz))
+
+
 def sweep(args) -> None:
     done = load_results()
     cache = Path(args.cache)
@@ -278,7 +286,7 @@ def sweep(args) -> None:
         if args.gradient_only:
             if done.get(key, {}).get("status") == "ok":
                 row = dict(done[key])
-                data = SHARED / case["file"] if "file" in case else simulated_file(case["model"], case["cells"], case["genes"], cache)[0]
+                data, _ = case_data(case, cache)
                 row["ms_per_gradient"] = per_gradient_ms(MODELS[case["model"]] + case.get("extra", []), data)
                 print(f"scale: {key}: {row['ms_per_gradient']:.3f} ms per gradient", file=sys.stderr, flush=True)
                 append_result(row)
@@ -291,11 +299,7 @@ def sweep(args) -> None:
         if bigger_than_failed:
             row = {**case, "status": "skipped", "why": f"{bigger_than_failed[0]['data']} timed out"}
         else:
-            if "file" in case:
-                data, truth = SHARED / case["file"], None
-            else:
-                data, npz = simulated_file(case["model"], case["cells"], case["genes"], cache)
-                truth = dict(np.load(npz))
+            data, truth = case_data(case, cache)
             print(f"scale: {key} ...", file=sys.stderr, flush=True)
             row = run_case(case, data, truth, args.timeout, args.warmup, args.draws)
             row["warmup"], row["draws"] = args.warmup, args.draws

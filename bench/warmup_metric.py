@@ -82,7 +82,7 @@ def main() -> None:
     config = model_config_from_options(**{k: v for k, v in params.items() if k in MODEL_OPTION_NAMES})
     program = render(config)
     data = stan_data(config, counts)
-    hat, se = gene_scales(counts.X.tocsc() if hasattr(counts.X, "tocsc") else counts.X)
+    hat, se = gene_scales(counts.X)
     variants = {"plain": (compile_program(program, name="nbdm").model, data),
                 "scaled": (compile_program(scaled_program(program), name="nbdm_scaled").model,
                            {**data, "log_mu_hat": hat, "log_mu_se": se})}

@@ -151,11 +151,11 @@ def _first_start(model, data, opts: RunOptions) -> dict | None:
 # passes its own values through run_method(..., tuning=...). The figures behind each choice: docs/variational.md.
 # Pathfinder: Stan's history 5 with one path per --chains, and 5 ELBO draws per L-BFGS iteration instead of
 # Stan's 25 (they only rank the iterations; the draws written are num_draws from the best one): the same
-# recovery in 0.67x the time; 8 paths, history 15 or 100 ELBO draws gave the same recovery at 1.3-4.5x. ADVI: Stan's tol_rel_obj 0.01 stops on a 1%
-# relative change of the ELBO, which on large data (an ELBO summing over ~1e6 counts) comes while the scales
-# still shrink:
-# 90% intervals covered 99% of the true means; at 0.001 they cover 95% and are a third narrower, under the same
-# 10,000-iteration cap (0.0001 with 30,000 iterations, or 5 gradient draws: 92-93%, at 2-3x the time).
+# recovery in 0.5-0.67x the time; 8 paths, history 15 or 100 ELBO draws gave the same recovery at 1.3-4.5x.
+# ADVI: Stan's tol_rel_obj 0.01 stops on a 1% relative change of the ELBO, which on large data (an ELBO
+# summing over ~1e6 counts) comes while the scales still shrink: 90% intervals covered 99% of the true means;
+# at 0.001 they cover 95% and are a third narrower, under the same 10,000-iteration cap (0.0001 with 30,000
+# iterations, or 5 gradient draws: 92-93%, at 2-3x the time).
 PATHFINDER_TUNING: dict = {"num_elbo_draws": 5}
 ADVI_TUNING: dict = {"tol_rel_obj": 0.001}
 

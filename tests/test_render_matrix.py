@@ -81,6 +81,12 @@ def _block_key(block: Block) -> str:
     return json.dumps([block.template, block.args, block.only, block.skip], sort_keys=True, default=str)
 
 
+def _block_pairs(config: ModelConfig) -> frozenset:
+    """The configuration's template blocks, each alone and each pair of them."""
+    keys = sorted({_block_key(b) for b in blocks_for(validate(config))})
+    return frozenset({(a,) for a in keys} | set(itertools.combinations(keys, 2)))
+
+
 def pairwise_cover(configs: list[ModelConfig]) -> list[ModelConfig]:
     """A subset of the configurations in which every template block (with its arguments) and every pair of
     blocks that meet in some valid program meet again. A program fails stanc through one block's own text or
@@ -91,10 +97,7 @@ def pairwise_cover(configs: list[ModelConfig]) -> list[ModelConfig]:
     SCRIBE_FULL_STANC_MATRIX=1 checks all of them (about 2.5 more CPU-minutes)."""
     if os.environ.get("SCRIBE_FULL_STANC_MATRIX") == "1":
         return list(configs)
-    pairs = []
-    for config in configs:
-        keys = sorted({_block_key(b) for b in blocks_for(validate(config))})
-        pairs.append(frozenset({(a,) for a in keys} | set(itertools.combinations(keys, 2))))
+    pairs = [_block_pairs(config) for config in configs]
     uncovered = set().union(*pairs)
     heap = [(-len(p), i) for i, p in enumerate(pairs)]  # (minus an upper bound of the gain, index)
     heapq.heapify(heap)
@@ -113,12 +116,11 @@ def pairwise_cover(configs: list[ModelConfig]) -> list[ModelConfig]:
 def test_pairwise_cover_covers_every_pair():
     configs = valid_configs()
     chosen = pairwise_cover(configs)
-    keys = lambda c: sorted({_block_key(b) for b in blocks_for(validate(c))})  # noqa: E731
-    pairs = lambda c: {(a,) for a in keys(c)} | set(itertools.combinations(keys(c), 2))  # noqa: E731
-    assert set().union(*map(pairs, chosen)) == set().union(*map(pairs, configs))
+    assert set().union(*map(_block_pairs, chosen)) == set().union(*map(_block_pairs, configs))
     assert len(chosen) < len(configs) / 4
 
 
+@pytest.mark.timeout(1800)
 def test_every_valid_program_passes_stanc(toolchain):
     """Render all valid programs (each distinct) and check with stanc (check_program), two at a time, the
     subset that covers every pair of template blocks (pairwise_cover)."""
