@@ -19,6 +19,9 @@ each gene's zeros are.
 
 Hand-written because no library fits 3-parameter ZINBs to thousands of genes at once; the genes are
 independent, so one L-BFGS over all of them with an analytic gradient takes a second or two.
+
+The same per-gene evidence also sets the units of the coordinates that the data pin far below what Stan's
+warmup can learn (log_mean_scales, prob_loc_scale; plan.scales_log_mean).
 """
 
 from __future__ import annotations
@@ -261,3 +264,36 @@ def prob_split_data(X: sp.csr_matrix, family: str, name: str = "prob") -> dict:
     non-centred, 14 split, and 63 -> 31 leapfrog steps per draw)."""
     theta, se = _kept(("prob",) + _content_key(X, False), lambda: prob_evidence(X))
     return _split(name, prob_centred(theta, se, family))
+
+
+def prob_loc_scale(X: sp.csr_matrix, name: str = "prob") -> dict:
+    """The offset and multiplier of a gene-level logit p hierarchy's centre (plan.scales_prob_loc): the
+    empirical-Bayes centre of the per-gene estimates and its standard error, 1 / sqrt(sum_g 1 / (sigma^2 +
+    se_g^2)). Under horseshoe and NEG the normal fit's sigma is widened by the far genes, so the scale errs
+    large, which costs little; it is capped at the centre's prior sd (1)."""
+    theta, se = _kept(("prob",) + _content_key(X, False), lambda: prob_evidence(X))
+    ok = np.isfinite(se) & np.isfinite(theta)
+    if not ok.any():
+        return {f"{name}_loc_offset": 0.0, f"{name}_loc_scale": 1.0}
+    m, sigma = population_scale(theta, se)
+    scale = 1.0 / np.sqrt(np.sum(1.0 / (sigma ** 2 + se[ok] ** 2)))
+    return {f"{name}_loc_offset": float(m), f"{name}_loc_scale": float(min(scale, 1.0))}
+
+
+def log_mean_scales(X: sp.csr_matrix) -> dict:
+    """The offset and multiplier of each gene's log mean (plan.scales_log_mean): the log of its mean count and
+    that log's standard error, sqrt(var / C) / mean with the variance at least the mean (Poisson). A gene with
+    no counts gets log(0.5 / C) and 1, and no scale exceeds 1 (a handful of counts leaves log mu to its prior,
+    whose spread is wider still). Under a gate or a BNB tail the observed mean is off the model's mu by the
+    gate's share: the offset is a location only, and a few standard errors off is what warmup's first
+    iterations travel anyway."""
+    X = sp.csr_matrix(X)
+    C = X.shape[0]
+    mean = np.asarray(X.sum(axis=0), dtype=np.float64).ravel() / C
+    square = np.asarray(X.multiply(X).sum(axis=0), dtype=np.float64).ravel() / C
+    seen = mean > 0
+    safe = np.where(seen, mean, 1.0)
+    var = np.maximum(square - mean ** 2, mean)
+    offset = np.where(seen, np.log(safe), np.log(0.5 / C))
+    scale = np.where(seen, np.minimum(np.sqrt(var / C) / safe, 1.0), 1.0)
+    return {"log_mu_offset": offset, "log_mu_scale": scale}

@@ -82,6 +82,11 @@ MODEL_OPTIONS = [
                  help="canonical: let NUTS move r through log mu = log r + logit(p) (the same model and priors, "
                       "with the Jacobian; the data pin the mean, so this removes the r x p ridge: several times "
                       "fewer steps), or through log r as Stan's lower bound does."),
+    click.option("--scaled-coordinates/--unit-coordinates", default=True, show_default=True,
+                 help="Sample each gene's log mean and the centre of a gene-level logit p in units of their "
+                      "standard errors from the counts (Stan's offset/multiplier: the same model). Stan's warmup "
+                      "cannot learn scales far below 0.03 from its first windows; at 10,000 cells NUTS's warmup "
+                      "took 2.7x fewer steps (docs/performance.md). --unit-coordinates declares them plainly."),
     click.option("--neg-marginal/--neg-local-scales", default=None,
                  help="NEG with --neg-u 1 --neg-a 1 on p, the gate or omega: integrate each element's local scale "
                       "out (the same prior; psi is drawn from its conditional afterwards; no funnel, so no "
@@ -102,7 +107,7 @@ MODEL_OPTION_NAMES = ("model", "parameterization", "components", "assignments", 
                       "expression_dataset_prior", "prob_dataset_prior", "prob_dataset_mode",
                       "zero_inflation_dataset_prior", "overdispersion_dataset_prior", "organism", "total_mrna",
                       "total_mrna_sd", "mean_anchor", "mean_anchor_sd", "native_gradients", "mean_coordinates",
-                      "neg_marginal",
+                      "scaled_coordinates", "neg_marginal",
                       "horseshoe_tau0", "slab_df",
                       "slab_scale", "neg_u", "neg_a", "neg_tau", "priors")
 

@@ -159,6 +159,29 @@ def shifts_capture(config: ModelConfig) -> bool:
     return samples_log_mean(config) and config.capture_prior is not None
 
 
+def scales_log_mean(config: ModelConfig) -> bool:
+    """A log-mean program (samples_log_mean) without the capture shift declares log_mu with an offset and a
+    multiplier from each gene's counts (centring.log_mean_scales): the sampler moves in units of the mean's
+    standard error, the model is unchanged (Stan adds the constant Jacobian).
+
+    Why: Stan's windowed adaptation regularises each window's variance estimate towards 1e-3 (n / (n + 5) var
+    + 1e-3 x 5 / (n + 5)), so after its first 25-draw window the metric gives a coordinate of posterior sd
+    0.0008 (the highest-count genes' log mean at 10,000 cells) a scale of 0.013, and the step size has to fit
+    that 16x mismatch: simulated nbdm 10,000 x 2,000, one chain, the 50 iterations after that window took
+    38,384 of the warmup's 85,475 leapfrog steps (bench/warmup_metric.py). VCP programs with the shift sample
+    log mu - shift, whose scale the capture sets: not scaled."""
+    return samples_log_mean(config) and not shifts_capture(config) and config.scaled_coordinates
+
+
+def scales_prob_loc(config: ModelConfig) -> bool:
+    """The centre of a gene-level logit p hierarchy is declared with an offset and a multiplier from the
+    empirical-Bayes fit of the per-gene estimates (centring.prob_loc_scale): every gene informs it, so its
+    posterior sd is ~sigma / sqrt(G), or smaller when the genes share one p (0.0009 at 10,000 x 2,000), below
+    what Stan's warmup can learn (scales_log_mean). Scaling log mu alone left it the tightest coordinate, and
+    the unit-metric phase then cost 5x (bench/warmup_metric.py)."""
+    return config.prob_split and config.scaled_coordinates
+
+
 def samples_log_mean(config: ModelConfig) -> bool:
     """A canonical program whose r is a base-prior vector per gene samples log mu_g = log r_g + logit(p_g) in
     place of r_g, with r derived and the Jacobian of the change added (params/base.stan.j2, canonical.stan.j2).

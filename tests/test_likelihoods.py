@@ -587,15 +587,23 @@ def test_log_mean_coordinates_leave_the_density_unchanged(compile_stan, counts, 
     the Jacobian (the model itself) and with it (Stan's log r Jacobian of r's lower bound against the
     `jacobian += sum(log r)` of the change): any slip in the Jacobian or the derived r shows up here.
     The log-mu program is zinb_prob_horseshoe's (p per gene; the gate exercises r in log0 too), compiled once
-    for the likelihood tests above."""
+    for the likelihood tests above. Its log mu is also in units of the data's scales (plan.scales_log_mean):
+    Stan's affine Jacobian then adds the constant sum(log log_mu_scale), and nothing else may differ.
+    (prob_loc is scaled in both programs: the same term on both sides.)"""
     config = validate(ModelConfig(**CASES["zinb_prob_horseshoe"]))
     old = validate(ModelConfig(**CASES["zinb_prob_horseshoe"], mean_coordinates=False))
     new_text, old_text = reference_program(config), reference_program(old)
-    assert "log_mu;" in new_text and "jacobian += sum(log_r)" in new_text and "log_mu" not in old_text
+    assert "multiplier=log_mu_scale>[G] log_mu;" in new_text and "jacobian += sum(log_r)" in new_text
+    assert "log_mu" not in old_text and "multiplier=prob_loc_scale> prob_loc;" in old_text
+    # the prior-only program samples the prior, hundreds of the data's scales wide: plain coordinates there
+    assert "multiplier" not in render(config, prior_only=True)
     model = compile_stan(new_text, name="lik_zinb_prob_horseshoe")
     old_model = compile_stan(old_text, name="lik_zinb_prob_horseshoe_logr")
     data, old_data = reference_data(config, counts), reference_data(old, counts)
-    assert data.keys() == old_data.keys() and all(np.array_equal(data[k], old_data[k]) for k in data)
+    assert data.keys() - old_data.keys() == {"log_mu_offset", "log_mu_scale"} and old_data.keys() <= data.keys()
+    assert all(np.array_equal(data[k], old_data[k]) for k in old_data)
+    affine = float(np.sum(np.log(data["log_mu_scale"])))
+    assert affine < -1.0  # the genes' scales are well below 1 here, so a dropped term would show
     new_names, old_names = (set(check_program(text)["parameters"]) for text in (new_text, old_text))
     assert new_names - old_names == {"log_mu"} and old_names - new_names == {"r"}
     sampled = new_names - {"log_mu"}
@@ -609,6 +617,7 @@ def test_log_mean_coordinates_leave_the_density_unchanged(compile_stan, counts, 
         for jacobian in (True, False):
             a = model.log_prob(params=new_params, data=data, jacobian=jacobian, sig_figs=18).to_numpy().ravel()[0]
             b = old_model.log_prob(params=old_params, data=data, jacobian=jacobian, sig_figs=18).to_numpy().ravel()[0]
+            a -= affine if jacobian else 0.0
             # lp ~ -1e3 summed in a different order from different inputs (r from exp(log_mu - logit p)):
             # agreement to ~1e-12 relative is rounding; a missing Jacobian term is of order 1 per gene
             assert np.isfinite(a) and abs(a - b) <= 1e-8 * max(1.0, abs(b)), (jacobian, a, b)
