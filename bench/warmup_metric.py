@@ -12,13 +12,14 @@ the warmup saved, and prints the steps of each adaptation window, the sampling p
 step size, the adapted metric's scale of the tightest coordinates, and the wall time:
 
     python bench/warmup_metric.py /tmp/scribe-scale-data/nbdm_d1_10000x2000.h5ad [--warmup 1000 --draws 200]
-        [--seeds 1 2 3] [--model nbdm] [--variants unit scaled]
+        [--seeds 1 2 3] [--options "--model zinb --gate-prior neg"] [--top-genes 1500] [--variants unit scaled]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import tempfile
 import time
@@ -59,14 +60,14 @@ def run(model, data, warmup, draws, seed):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("h5ad", type=Path)
-    ap.add_argument("--model", default="nbdm")
+    ap.add_argument("--options", default="--model nbdm", help="scribe run's model options")
     ap.add_argument("--top-genes", default=None)
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--variants", nargs="+", default=["unit", "scaled"], choices=["unit", "scaled"])
     args = ap.parse_args()
-    argv = [str(args.h5ad), "--model", args.model] + (["--top-genes", args.top_genes] if args.top_genes else [])
+    argv = [str(args.h5ad), *shlex.split(args.options)]
     params = run_command.make_context("run", argv).params  # the CLI's defaults, through its own option parser
     config = model_config_from_options(**{k: v for k, v in params.items() if k in MODEL_OPTION_NAMES})
     counts = read_counts(args.h5ad)
@@ -75,8 +76,8 @@ def main() -> None:
     variants = {}
     for name in args.variants:
         cfg = dataclasses.replace(config, scaled_coordinates=name == "scaled")
-        variants[name] = (compile_program(render(cfg), name=f"{args.model}_{name}").model, stan_data(cfg, counts))
-    print(f"{args.h5ad.name}: {counts.X.shape[0]} x {counts.X.shape[1]}, {args.model}", file=sys.stderr)
+        variants[name] = (compile_program(render(cfg), name=f"{cfg.model}_{name}").model, stan_data(cfg, counts))
+    print(f"{args.h5ad.name}: {counts.X.shape[0]} x {counts.X.shape[1]}, {args.options}", file=sys.stderr)
     jobs = [(name, seed) for seed in args.seeds for name in variants]
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {job: pool.submit(run, *variants[job[0]], args.warmup, args.draws, job[1]) for job in jobs}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
 from .plan import (GD, Plan, as_gd, lift_shape, marginal_neg, native_capture_terms, neg_forms, output_only,
-                   samples_log_mean, scales_log_mean, scales_prob_loc, shifts_capture, splits_nonzero_terms, times_shape)
+                   samples_log_mean, scales_log_mean, scales_prob_hyper, shifts_capture, splits_nonzero_terms, times_shape)
 
 # Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
 # population centre (None: expression has one centre per gene, with the base prior), the Gaussian s_raw prior.
@@ -171,7 +171,7 @@ def hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_d
                         across="components" if target == "expression" else "", copies="K")
     args["marginal"] = marginal_neg(config, target)
     args["neg_forms"] = neg_forms(config)
-    args["scaled_loc"] = target == "prob" and scales_prob_loc(config)
+    args["scaled_hyper"] = target == "prob" and scales_prob_hyper(config)
     if args["marginal"]:  # no local scale: the deviation is a fixed function of z (priors/neg.stan.j2)
         args.update(scaled_z=f"sqrt(neg_tau) * sinh({T}_z)", z_doc="asinh of the scaled deviations",
                     family="marginal NEG")  # its local scales integrated out
@@ -229,7 +229,7 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
         "split": None,
         "q_in_gq": False,
         "marginal": False,  # NEG with its local scales integrated out (plan.marginal_neg)
-        "scaled_loc": False,  # the centre in units of the data's standard error (plan.scales_prob_loc)
+        "scaled_hyper": False,  # the centre in units of the data's standard error (plan.scales_prob_hyper)
         "z_doc": None,  # what T_z is, when not the standardised deviations
         "neg_forms": None,
     }

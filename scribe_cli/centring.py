@@ -21,7 +21,7 @@ Hand-written because no library fits 3-parameter ZINBs to thousands of genes at 
 independent, so one L-BFGS over all of them with an analytic gradient takes a second or two.
 
 The same per-gene evidence also sets the units of the coordinates that the data pin far below what Stan's
-warmup can learn (log_mean_scales, prob_loc_scale; plan.scales_log_mean).
+warmup can learn (log_mean_scales, prob_hyper_scales; plan.scales_log_mean).
 """
 
 from __future__ import annotations
@@ -266,18 +266,39 @@ def prob_split_data(X: sp.csr_matrix, family: str, name: str = "prob") -> dict:
     return _split(name, prob_centred(theta, se, family))
 
 
-def prob_loc_scale(X: sp.csr_matrix, name: str = "prob") -> dict:
-    """The offset and multiplier of a gene-level logit p hierarchy's centre (plan.scales_prob_loc): the
-    empirical-Bayes centre of the per-gene estimates and its standard error, 1 / sqrt(sum_g 1 / (sigma^2 +
-    se_g^2)). Under horseshoe and NEG the normal fit's sigma is widened by the far genes, so the scale errs
-    large, which costs little; it is capped at the centre's prior sd (1)."""
+def prob_hyper_scales(X: sp.csr_matrix, family: str, name: str = "prob") -> dict:
+    """The offsets and multipliers of a gene-level logit p hierarchy's centre and, under the Gaussian family,
+    of its scale's coordinate sigma_raw = log(expm1(sigma)) (plan.scales_prob_hyper), from the empirical-Bayes
+    fit of the per-gene estimates (population_scale): the centre's standard error is 1 / sqrt(sum_g 1 / (sigma^2
+    + se_g^2)), log sigma's is the inverse root curvature of the profile marginal likelihood, carried to
+    sigma_raw by d sigma_raw = sigma d log sigma / inv_logit(sigma_raw). Under horseshoe and NEG the normal
+    fit's sigma is widened by the far genes, so the centre's scale errs large, which costs little. Scales are
+    capped at 1 (the centre's prior sd; a flat profile, as when the genes share one p, says nothing finer)."""
     theta, se = _kept(("prob",) + _content_key(X, False), lambda: prob_evidence(X))
     ok = np.isfinite(se) & np.isfinite(theta)
+    out = {f"{name}_loc_offset": 0.0, f"{name}_loc_scale": 1.0}
+    if family == "gaussian":
+        out.update({f"{name}_sigma_raw_offset": 0.0, f"{name}_sigma_raw_scale": 1.0})
     if not ok.any():
-        return {f"{name}_loc_offset": 0.0, f"{name}_loc_scale": 1.0}
+        return out
     m, sigma = population_scale(theta, se)
-    scale = 1.0 / np.sqrt(np.sum(1.0 / (sigma ** 2 + se[ok] ** 2)))
-    return {f"{name}_loc_offset": float(m), f"{name}_loc_scale": float(min(scale, 1.0))}
+    out[f"{name}_loc_offset"] = float(m)
+    out[f"{name}_loc_scale"] = float(min(1.0 / np.sqrt(np.sum(1.0 / (sigma ** 2 + se[ok] ** 2))), 1.0))
+    if family == "gaussian":
+        t, v = theta[ok], se[ok] ** 2
+
+        def nll(log_sigma):  # population_scale's profile: the centre at its weighted mean
+            w = 1.0 / (np.exp(2 * log_sigma) + v)
+            c = np.sum(w * t) / np.sum(w)
+            return 0.5 * np.sum(w * (t - c) ** 2 - np.log(w))
+
+        h, ls = 1e-3, np.log(max(sigma, 1e-4))
+        curvature = (nll(ls + h) - 2 * nll(ls) + nll(ls - h)) / h ** 2
+        raw = float(np.log(np.expm1(max(sigma, 1e-4))))
+        raw_scale = sigma / (special.expit(raw) * np.sqrt(curvature)) if curvature > 0 else 1.0
+        out[f"{name}_sigma_raw_offset"] = raw
+        out[f"{name}_sigma_raw_scale"] = float(min(raw_scale, 1.0))
+    return out
 
 
 def log_mean_scales(X: sp.csr_matrix) -> dict:

@@ -83,10 +83,10 @@ MODEL_OPTIONS = [
                       "with the Jacobian; the data pin the mean, so this removes the r x p ridge: several times "
                       "fewer steps), or through log r as Stan's lower bound does."),
     click.option("--scaled-coordinates/--unit-coordinates", default=True, show_default=True,
-                 help="Sample each gene's log mean and the centre of a gene-level logit p in units of their "
-                      "standard errors from the counts (Stan's offset/multiplier: the same model). Stan's warmup "
-                      "cannot learn scales far below 0.03 from its first windows; at 10,000 cells NUTS's warmup "
-                      "took 2.7x fewer steps (docs/performance.md). --unit-coordinates declares them plainly."),
+                 help="With a gene-level p hierarchy: sample each gene's log mean and the hierarchy's centre (and "
+                      "Gaussian scale) in units of their standard errors from the counts (Stan's offset/multiplier: "
+                      "the same model). Stan's warmup cannot learn scales far below 0.01; at 10,000 cells NUTS's "
+                      "warmup took 2.7x fewer steps (docs/performance.md). --unit-coordinates declares them plainly."),
     click.option("--neg-marginal/--neg-local-scales", default=None,
                  help="NEG with --neg-u 1 --neg-a 1 on p, the gate or omega: integrate each element's local scale "
                       "out (the same prior; psi is drawn from its conditional afterwards; no funnel, so no "

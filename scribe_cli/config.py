@@ -97,7 +97,7 @@ class ModelConfig:
     # sampler's coordinates, not of the model (r keeps its prior, with the Jacobian). False samples log r.
     mean_coordinates: bool = True
     # The tightest coordinates (each gene's log mean, the centre of a gene-level logit p) in units of their
-    # standard errors from the counts (plan.scales_log_mean, plan.scales_prob_loc): Stan's offset/multiplier, the
+    # standard errors from the counts (plan.scales_log_mean, plan.scales_prob_hyper): Stan's offset/multiplier, the
     # same model. False declares them plainly.
     scaled_coordinates: bool = True
     # NEG with u = a = 1 on prob, gate or overdispersion integrates its local scales out (plan.marginal_neg): the

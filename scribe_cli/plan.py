@@ -168,17 +168,25 @@ def scales_log_mean(config: ModelConfig) -> bool:
     + 1e-3 x 5 / (n + 5)), so after its first 25-draw window the metric gives a coordinate of posterior sd
     0.0008 (the highest-count genes' log mean at 10,000 cells) a scale of 0.013, and the step size has to fit
     that 16x mismatch: simulated nbdm 10,000 x 2,000, one chain, the 50 iterations after that window took
-    38,384 of the warmup's 85,475 leapfrog steps (bench/warmup_metric.py). VCP programs with the shift sample
-    log mu - shift, whose scale the capture sets: not scaled."""
-    return samples_log_mean(config) and not shifts_capture(config) and config.scaled_coordinates
+    38,384 of the warmup's 85,475 leapfrog steps (bench/warmup_metric.py). With the capture shift the sampled
+    coordinate is log mu - shift, pinned as tightly by the gene's counts; its offset divides by the prior's
+    mean capture.
+
+    Only with a gene-level p hierarchy, whose centre and scale are scaled with it (scales_prob_hyper): scaling
+    must leave no coordinate far tighter than the rest. A shared p (one logit p, sd 0.006 on the brief's
+    2,000 x 1,000 benchmark) would then be alone at its scale, and Stan's first 100 iterations, on the unit
+    metric, took 60,000-65,000 leapfrog steps instead of 3,900-5,400 (bench/warmup_metric.py, three seeds).
+    Its bounded declaration takes no offset/multiplier; so a shared p keeps plain log mu."""
+    return samples_log_mean(config) and config.scaled_coordinates and config.prob_split
 
 
-def scales_prob_loc(config: ModelConfig) -> bool:
-    """The centre of a gene-level logit p hierarchy is declared with an offset and a multiplier from the
-    empirical-Bayes fit of the per-gene estimates (centring.prob_loc_scale): every gene informs it, so its
-    posterior sd is ~sigma / sqrt(G), or smaller when the genes share one p (0.0009 at 10,000 x 2,000), below
-    what Stan's warmup can learn (scales_log_mean). Scaling log mu alone left it the tightest coordinate, and
-    the unit-metric phase then cost 5x (bench/warmup_metric.py)."""
+def scales_prob_hyper(config: ModelConfig) -> bool:
+    """The centre of a gene-level logit p hierarchy, and under the Gaussian family its scale's sigma_raw, are
+    declared with offsets and multipliers from the empirical-Bayes fit of the per-gene estimates
+    (centring.prob_hyper_scales). Every gene informs them, so their posterior sds are ~sigma / sqrt(G): the
+    centre's 0.0009 at 10,000 x 2,000 with one shared p, sigma_raw's 0.014 on PBMC's 14,561 genes, below what
+    Stan's warmup learns from its early windows (scales_log_mean). Scaling log mu alone left the centre the
+    tightest coordinate at 10,000 x 2,000, and the unit-metric phase then cost 5x (bench/warmup_metric.py)."""
     return config.prob_split and config.scaled_coordinates
 
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .centring import gate_split_data, index_split, log_mean_scales, prob_loc_scale, prob_split_data
+from .centring import gate_split_data, index_split, log_mean_scales, prob_hyper_scales, prob_split_data
 from .config import ModelConfig
-from .plan import likelihood_form, scales_log_mean, scales_prob_loc, shifts_capture, splits_nonzero_terms
+from .plan import likelihood_form, scales_log_mean, scales_prob_hyper, shifts_capture, splits_nonzero_terms
 
 
 @dataclass
@@ -183,10 +183,13 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         data.update(gate_split_data(X, shared_p=not config.gene_specific_p))
     if config.prob_split:
         data.update(prob_split_data(X, config.prob_prior))
-    if scales_prob_loc(config):
-        data.update(prob_loc_scale(X))
+    if scales_prob_hyper(config):
+        data.update(prob_hyper_scales(X, config.prob_prior))
     if scales_log_mean(config):
-        data.update(log_mean_scales(X))
+        scales = log_mean_scales(X)
+        if shifts_capture(config):  # log mu - shift sits near the mean count over the prior's mean capture
+            scales["log_mu_offset"] = scales["log_mu_offset"] - np.log(np.mean(np.exp(-data["capture_eta_loc"])))
+        data.update(scales)
     if dense:
         data["counts_dense"] = np.asarray(X.todense(), dtype=np.int64)
     return data
