@@ -157,15 +157,18 @@ def population_scale(theta: np.ndarray, se: np.ndarray) -> tuple[float, float]:
     if t.size < 2:
         return (float(t.mean()) if t.size else 0.0), 0.0
 
-    def profile(log_sigma):
-        w = 1.0 / (np.exp(2 * log_sigma) + v)
-        m = np.sum(w * t) / np.sum(w)
-        return 0.5 * np.sum(w * (t - m) ** 2 - np.log(w)), m
-
     spread = float(np.std(t)) + 1e-3
-    res = optimize.minimize_scalar(lambda ls: profile(ls)[0], bounds=(np.log(1e-4), np.log(10 * spread)),
+    res = optimize.minimize_scalar(lambda ls: _profile(ls, t, v)[0], bounds=(np.log(1e-4), np.log(10 * spread)),
                                    method="bounded")
-    return float(profile(res.x)[1]), float(np.exp(res.x))
+    return float(_profile(res.x, t, v)[1]), float(np.exp(res.x))
+
+
+def _profile(log_sigma: float, t: np.ndarray, v: np.ndarray) -> tuple[float, float]:
+    """population_scale's objective: the negative log marginal likelihood of estimates t (variances v) at
+    log_sigma, the centre profiled out (at its weighted mean, returned second)."""
+    w = 1.0 / (np.exp(2 * log_sigma) + v)
+    m = np.sum(w * t) / np.sum(w)
+    return 0.5 * np.sum(w * (t - m) ** 2 - np.log(w)), m
 
 
 def gate_evidence(X: sp.csr_matrix, shared_p: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -287,10 +290,8 @@ def prob_hyper_scales(X: sp.csr_matrix, family: str, name: str = "prob") -> dict
     if family == "gaussian":
         t, v = theta[ok], se[ok] ** 2
 
-        def nll(log_sigma):  # population_scale's profile: the centre at its weighted mean
-            w = 1.0 / (np.exp(2 * log_sigma) + v)
-            c = np.sum(w * t) / np.sum(w)
-            return 0.5 * np.sum(w * (t - c) ** 2 - np.log(w))
+        def nll(log_sigma):
+            return _profile(log_sigma, t, v)[0]
 
         h, ls = 1e-3, np.log(max(sigma, 1e-4))
         curvature = (nll(ls + h) - 2 * nll(ls) + nll(ls - h)) / h ** 2
