@@ -96,9 +96,9 @@ class ModelConfig:
     # Canonical programs sample r through log mu = log r + logit(p) (plan.samples_log_mean): a change of the
     # sampler's coordinates, not of the model (r keeps its prior, with the Jacobian). False samples log r.
     mean_coordinates: bool = True
-    # The tightest coordinates (each gene's log mean, the centre of a gene-level logit p) in units of their
-    # standard errors from the counts (plan.scales_log_mean, plan.scales_prob_hyper): Stan's offset/multiplier, the
-    # same model. False declares them plainly.
+    # With a gene-level p hierarchy, the tightest coordinates (each gene's log mean, the hierarchy's centre and
+    # Gaussian scale) in units of their standard errors from the counts (plan.scales_log_mean,
+    # plan.scales_prob_hyper): Stan's offset/multiplier, the same model. False declares them plainly.
     scaled_coordinates: bool = True
     # NEG with u = a = 1 on prob, gate or overdispersion integrates its local scales out (plan.marginal_neg): the
     # same prior, with psi drawn afterwards. False samples them (psi_raw), as every other NEG does. None: chosen

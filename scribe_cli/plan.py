@@ -160,9 +160,9 @@ def shifts_capture(config: ModelConfig) -> bool:
 
 
 def scales_log_mean(config: ModelConfig) -> bool:
-    """A log-mean program (samples_log_mean) without the capture shift declares log_mu with an offset and a
-    multiplier from each gene's counts (centring.log_mean_scales): the sampler moves in units of the mean's
-    standard error, the model is unchanged (Stan adds the constant Jacobian).
+    """A log-mean program (samples_log_mean) with a gene-level p hierarchy declares log_mu (log_mu_shifted under
+    the capture shift) with an offset and a multiplier from each gene's counts (centring.log_mean_scales): the
+    sampler moves in units of the mean's standard error, the model is unchanged (Stan adds the constant Jacobian).
 
     Why: Stan's windowed adaptation regularises each window's variance estimate towards 1e-3 (n / (n + 5) var
     + 1e-3 x 5 / (n + 5)), so after its first 25-draw window the metric gives a coordinate of posterior sd
