@@ -12,6 +12,7 @@ Each block's arguments come from block_args.py; render.py turns the list into te
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from .block_args import (base_specs, dataset_hier_args, derived_dataset_args, hier_args, likelihood_args,
@@ -38,6 +39,9 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
                prior_only: bool = False, log_lik: bool = False) -> list[Block]:
     """The template blocks of a configuration, in program order (check_loglik / dense / prior_only / log_lik:
     see render)."""
+    if prior_only:
+        # The data-chosen scales fit the posterior; the prior's spread is hundreds of them wide (plan.scales_log_mean)
+        config = dataclasses.replace(config, scaled_coordinates=False)
     pl = plan(config)
     likelihood = f"likelihoods/{pl.form}.stan.j2"
     lik_args = likelihood_args(config, pl, check_loglik, log_lik)

@@ -7,7 +7,6 @@ Each block file defines one macro per Stan block it contributes to (``functions`
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 
@@ -129,9 +128,6 @@ def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = Fal
     The pair forms then need the cells x pairs CSR in the data (standata.stan_data(log_lik=True)).
     Tests render ``check_loglik`` and ``log_lik`` together, so that one compiled program serves both checks.
     """
-    if prior_only:
-        # The data-chosen scales fit the posterior; the prior's spread is hundreds of them wide (plan.scales_log_mean)
-        config = dataclasses.replace(config, scaled_coordinates=False)
     env = _env()
     pl = plan(config)
     parts: dict[str, list[str]] = {s: [] for s, _ in SECTIONS}

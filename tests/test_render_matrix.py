@@ -84,10 +84,7 @@ def _block_key(block: Block) -> str:
 def _block_pairs(config: ModelConfig, check_loglik: bool = False, dense: bool = False, prior_only: bool = False,
                  log_lik: bool = False) -> frozenset:
     """The template blocks of render(config, ...), each alone and each pair of them."""
-    config = validate(config)
-    if prior_only:  # as render does
-        config = dataclasses.replace(config, scaled_coordinates=False)
-    keys = sorted({_block_key(b) for b in blocks_for(config, check_loglik, dense, prior_only, log_lik)})
+    keys = sorted({_block_key(b) for b in blocks_for(validate(config), check_loglik, dense, prior_only, log_lik)})
     return frozenset({(a,) for a in keys} | set(itertools.combinations(keys, 2)))
 
 
