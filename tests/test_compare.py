@@ -86,24 +86,26 @@ def test_per_gene_waic_matches_arviz_and_blocks(compile_stan, tmp_path):
 
 @pytest.fixture(scope="module")
 def two_fits(tmp_path_factory, demo_h5ad):
-    """NB and ZINB (canonical, shared p: the programs of test_output_groups) on 150 cells x 42 genes, --log-lik."""
+    """NB with a shared p and --log-lik (the program of test_output_groups) and the CLI's default NB, a p per gene
+    without --log-lik (the program of test_run_e2e), on 150 cells x 42 genes: two cached programs, and a
+    comparison that takes one fit's log likelihood from Stan and the other's from numpy."""
     import anndata as ad
 
     tmp = tmp_path_factory.mktemp("compare")
     data = tmp / "tiny.h5ad"
     ad.read_h5ad(demo_h5ad)[:150, ::12].copy().write_h5ad(data)
-    short = ("--chains", "2", "--warmup", "150", "--draws", "150", "--seed", "1", "--quiet", "--log-lik",
-             "--parameterization", "canonical", "--prob-prior", "none")
-    for model in ("nbdm", "zinb"):
-        scribe("run", data, "--model", model, *short, "-o", tmp / f"{model}.nc")
+    short = ("--chains", "2", "--warmup", "150", "--draws", "150", "--seed", "1", "--quiet", "--model", "nbdm")
+    scribe("run", data, *short, "--log-lik", "--parameterization", "canonical", "--prob-prior", "none",
+           "-o", tmp / "nbdm.nc")
+    scribe("run", data, *short, "-o", tmp / "pgene.nc")
     return tmp, data
 
 
 def test_compare_fits_table(two_fits):
     tmp, data = two_fits
-    res = json.loads(scribe("compare", tmp / "nbdm.nc", tmp / "zinb.nc").stdout)
+    res = json.loads(scribe("compare", tmp / "nbdm.nc", tmp / "pgene.nc").stdout)
     rows = {r["fit"]: r for r in res["comparison"]}
-    assert set(rows) == {"nbdm", "zinb"} and res["log_lik_from"] == {"nbdm": "stan", "zinb": "stan"}
+    assert set(rows) == {"nbdm", "pgene"} and res["log_lik_from"] == {"nbdm": "stan", "pgene": "numpy"}
     assert sum(r["weight"] for r in rows.values()) == pytest.approx(1.0, abs=1e-6)
     best = min(rows.values(), key=lambda r: r["rank"])
     assert best["elpd_diff"] == 0 and all(r["elpd_diff"] >= 0 for r in rows.values())
@@ -129,9 +131,9 @@ def test_compare_without_log_lik_uses_numpy(two_fits):
 
 def test_compare_by_gene(two_fits):
     tmp, data = two_fits
-    res = json.loads(scribe("compare", tmp / "nbdm.nc", tmp / "zinb.nc", "--by", "gene", "--draws", "100").stdout)
+    res = json.loads(scribe("compare", tmp / "nbdm.nc", tmp / "pgene.nc", "--by", "gene", "--draws", "100").stdout)
     table = pd.read_csv(res["table"], sep="\t", index_col="gene")
-    assert len(table) == res["n_genes"] == 42 and (tmp / "nbdm.vs_zinb.genes.png").stat().st_size > 10_000
+    assert len(table) == res["n_genes"] == 42 and (tmp / "nbdm.vs_pgene.genes.png").stat().st_size > 10_000
     np.testing.assert_allclose(table.elpd_diff, table.elpd_a - table.elpd_b, atol=1e-3)
     # sorted by z, genes favouring A first; SE is 0 only for a gene with the same count in every cell (all zeros)
     assert np.all(np.diff(table.z.values) <= 0) and (table.se >= 0).all() and (table.se > 0).mean() > 0.9
@@ -140,10 +142,10 @@ def test_compare_by_gene(two_fits):
 
 def test_compare_refuses_different_data(two_fits):
     tmp, _ = two_fits
-    idata = az.from_netcdf(tmp / "zinb.nc")
+    idata = az.from_netcdf(tmp / "pgene.nc")
     idata.posterior.attrs["selection"] = json.dumps({"top_genes": 20})
-    idata.to_netcdf(tmp / "zinb_other.nc")
-    res = scribe("compare", tmp / "nbdm.nc", tmp / "zinb_other.nc", "-o", tmp / "bad", check=False)
+    idata.to_netcdf(tmp / "pgene_other.nc")
+    res = scribe("compare", tmp / "nbdm.nc", tmp / "pgene_other.nc", "-o", tmp / "bad", check=False)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.startswith("scribe: error: ") and "different data" in res.stderr and len(res.stderr.splitlines()) == 1
     assert not (tmp / "bad.tsv").exists()

@@ -28,7 +28,7 @@ from scribe_cli.render import render
 from scribe_cli.standata import stan_data
 
 from helpers import reference_data, reference_program
-from test_likelihoods import CASES
+from test_likelihoods import CASES, DATASET_CASES
 
 pytestmark = pytest.mark.slow
 
@@ -283,7 +283,7 @@ def test_prior_draws_match_spec(priors, compile_stan, tmp_path):
     # 4 x 300 draws thinned by 8 (nearly independent): a two-sample KS against 100,000 spec draws then rejects at
     # p = 1e-3 from a distance of ~1.95 / sqrt(1,200) = 0.056 between the CDFs, which a misplaced scale or a
     # missing Jacobian exceeds many times over (4 x 500 draws cost ~15 s more per program of the suite's budget)
-    fit = model.sample(data=data, chains=4, parallel_chains=2, iter_warmup=1000, iter_sampling=2400, thin=8, seed=7,
+    fit = model.sample(data=data, chains=4, parallel_chains=2, iter_warmup=400, iter_sampling=2400, thin=8, seed=7,
                        adapt_delta=0.99, output_dir=str(tmp_path), show_progress=False)
     post = fit.stan_variables()
     rng = np.random.default_rng(8)
@@ -335,11 +335,18 @@ def test_gate_shrinkage(name, compile_stan, tmp_path):
 
 # --- joint multi-dataset models (--dataset-key, datasets.md) ------------------------------------------------
 
-def _nuts_datasets(compile_stan, config, X, cell_dataset, tmp_path, name, seed=1, warmup=300, draws=300, chains=4):
-    """NUTS on the plain program (render(config)) of a dataset configuration; 300 + 300 iterations per chain
-    (1,200 draws) are enough for the 90% / 99% intervals below and keep each fit under ~30 s on two cores."""
-    model = compile_stan(render(config), name=name)
-    data = stan_data(config, sp.csr_matrix(X), cell_dataset_override=cell_dataset)
+def _nuts_datasets(compile_stan, config, X, cell_dataset, tmp_path, name, seed=1, warmup=300, draws=300, chains=4,
+                   reference=False):
+    """NUTS on the plain program (render(config)) of a dataset configuration, or (reference) on the likelihood
+    tests' program of the same configuration, which adds generated quantities only (no _rng: the same draws);
+    300 + 300 iterations per chain (1,200 draws) are enough for the 90% / 99% intervals below and keep each fit
+    under ~30 s on two cores."""
+    if reference:
+        model = compile_stan(reference_program(config), name=name)
+        data = reference_data(config, sp.csr_matrix(X), cell_dataset_override=cell_dataset)
+    else:
+        model = compile_stan(render(config), name=name)
+        data = stan_data(config, sp.csr_matrix(X), cell_dataset_override=cell_dataset)
     fit = model.sample(data=data, chains=chains, parallel_chains=2, iter_warmup=warmup, iter_sampling=draws,
                        seed=seed, output_dir=str(tmp_path), show_progress=False)
     divergences = int(np.sum(fit.method_variables()["divergent__"]))
@@ -407,9 +414,11 @@ def test_two_level_differs_from_gene_specific(compile_stan, tmp_path):
     mu_true = r[:, None] * P / (1 - P)
     fits = {}
     for mode in ("two_level", "gene_specific"):
-        config = validate(ModelConfig(model="nbdm", dataset_key="batch", prob_dataset_prior="gaussian",
+        config = validate(ModelConfig(model="nbdm", dataset_key="ds", prob_dataset_prior="gaussian",
                                       prob_dataset_mode=mode))
-        fits[mode] = _nuts_datasets(compile_stan, config, X, cell_dataset, tmp_path, f"rec_prob_{mode}")
+        shared = config == validate(ModelConfig(**DATASET_CASES["ds_pairs"]))  # test_likelihoods' compiled program
+        fits[mode] = _nuts_datasets(compile_stan, config, X, cell_dataset, tmp_path,
+                                    "lik_ds_pairs" if shared else f"rec_prob_{mode}", reference=shared)
         _assert_coverage(fits[mode]["mu"], mu_true, f"{mode} per-dataset means")
     two, one = fits["two_level"], fits["gene_specific"]
     assert two["prob_dataset_loc_d"].shape[1:] == (2,) and two["prob_dataset_sigma"].shape[1:] == (2,)

@@ -324,12 +324,12 @@ def test_every_dataset_program_passes_stanc(toolchain):
     672 variants with log_lik, check_loglik, dense or prior_only); with --dataset-key alone (K = 1) the
     program is the single-dataset one."""
     configs = dataset_configs() + dataset_mixture_configs()
-    seen = {}
+    seen, rendered = {}, {}
     for config in configs:
-        program = render(validate(config))
+        program = rendered[config] = render(validate(config))
         assert program not in seen, f"{config.describe()} renders the program of {seen.get(program)}"
         seen[program] = config.describe()
-    jobs = {render(validate(config)): config.describe() for config in pairwise_cover(configs)}  # program -> description
+    jobs = {rendered[config]: config.describe() for config in pairwise_cover(configs)}  # program -> description
     variants = [(config, kw) for config in _variant_configs()
                 for kw in (dict(log_lik=True), dict(check_loglik=True), dict(dense=True), dict(prior_only=True))]
     for config, kw in pairwise_cover(variants, lambda item: _block_pairs(item[0], **item[1])):
