@@ -9,7 +9,7 @@ is far below sqrt(1e-3 x 5 / 30) = 0.013 (each gene's log mean at 10,000 cells: 
 logit p when the genes share one p) keeps a metric scale many times its own after the early windows, and the
 step size fits that mismatch. This runs one chain per (variant, seed), two at a time (one core each), with
 the warmup saved, and prints the steps of each adaptation window, the sampling phase's steps per draw and
-step size, the adapted metric's scale of the tightest coordinates, and the wall time:
+step size, the adapted metric's scale of the tightest coordinates (with their names), and the wall time:
 
     python bench/warmup_metric.py /tmp/scribe-scale-data/nbdm_d1_10000x2000.h5ad [--warmup 1000 --draws 200]
         [--seeds 1 2 3] [--options "--model zinb --gate-prior neg"] [--top-genes 1500] [--variants unit scaled]
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scribe_cli.cache import compile_program
+from scribe_cli.cache import check_program, compile_program
 from scribe_cli.cli import run as run_command
 from scribe_cli.cli_options import MODEL_OPTION_NAMES, model_config_from_options
 from scribe_cli.data import read_counts, select
@@ -40,7 +40,7 @@ from scribe_cli.standata import stan_data
 WINDOW_ENDS = [100, 150, 250, 450]
 
 
-def run(model, data, warmup, draws, seed):
+def run(model, data, parameters, warmup, draws, seed):
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
         fit = model.sample(data=data, chains=1, iter_warmup=warmup, iter_sampling=draws, save_warmup=True,
@@ -49,11 +49,19 @@ def run(model, data, warmup, draws, seed):
         steps = fit.draws_pd(inc_warmup=True)["n_leapfrog__"].to_numpy()
         inv_metric = np.asarray(fit.inv_metric[0])
         step_size = float(fit.step_size[0])
+        # The metric is over the unconstrained parameters in declaration order (matrices column-major), as the
+        # CSV's parameter columns are; a constraint that changes the size (simplex, sum_to_zero) breaks the
+        # correspondence, and then no names are given.
+        columns = [c for c in fit.column_names if c.split("[")[0] in parameters]
+    tightest = "-"
+    if len(columns) == len(inv_metric):
+        tightest = ", ".join(f"{columns[i]} {np.sqrt(inv_metric[i]):.2g}" for i in np.argsort(inv_metric)[:4])
     cuts = [0] + [e for e in WINDOW_ENDS if e < warmup] + [warmup]
     row = {f"warmup {a + 1}-{b}": int(steps[a:b].sum()) for a, b in zip(cuts, cuts[1:])}
     row.update({"warmup total": int(steps[:warmup].sum()), "steps / draw": round(float(steps[warmup:].mean()), 1),
                 "step size": round(step_size, 4),
-                "smallest metric sd": f"{np.sqrt(inv_metric.min()):.3g}", "wall s": round(wall, 1)})
+                "smallest metric sd": f"{np.sqrt(inv_metric.min()):.3g}", "tightest coordinates": tightest,
+                "wall s": round(wall, 1)})
     return row
 
 
@@ -76,7 +84,9 @@ def main() -> None:
     variants = {}
     for name in args.variants:
         cfg = dataclasses.replace(config, scaled_coordinates=name == "scaled")
-        variants[name] = (compile_program(render(cfg), name=f"{cfg.model}_{name}").model, stan_data(cfg, counts))
+        program = render(cfg)
+        variants[name] = (compile_program(program, name=f"{cfg.model}_{name}").model, stan_data(cfg, counts),
+                          set(check_program(program)["parameters"]))
     print(f"{args.h5ad.name}: {counts.X.shape[0]} x {counts.X.shape[1]}, {args.options}", file=sys.stderr)
     jobs = [(name, seed) for seed in args.seeds for name in variants]
     with ThreadPoolExecutor(max_workers=2) as pool:

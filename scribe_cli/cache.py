@@ -122,7 +122,7 @@ def compile_program(program: str, name: str = "model", cpp_options: dict | None 
         if hit is not None:
             log.info("compiled model found in cache (%s) after waiting for another compile", key)
             return CompiledModel(hit, key, True, time.monotonic() - t0)
-        log.info("compiling Stan program %s (once per program; ~10-20 s)", key)
+        log.info("compiling Stan program %s (once per program: 30-90 s on two cores)", key)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=models_dir()))
         try:
             stan_file = tmp / f"{name}.stan"

@@ -21,7 +21,8 @@ def reference_program(config, **kw) -> str:
     """The test programs' text: the configuration's program plus its likelihood checks (log_lik_fast, log_lik_dense)
     and each cell's log_lik. Every test that evaluates a configuration's likelihood renders it this way, so one
     compiled program (content-hash cache) serves the dense, per-cell, gradient and recovery tests of a
-    configuration: a compile costs ~30 s, the extra generated quantities nothing on these small matrices."""
+    configuration: a compile costs 40-90 CPU-s (the C++ front end's template instantiation; -O0 in place of -O3
+    saves ~10%), the extra generated quantities ~15% of that and nothing at run time on these small matrices."""
     from scribe_cli.render import render
 
     return render(config, check_loglik=True, log_lik=True, **kw)
