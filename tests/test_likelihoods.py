@@ -520,11 +520,9 @@ def _native_counts() -> tuple[sp.csr_matrix, np.ndarray]:
     U = rng.negative_binomial(2.0, 2.0 / (2.0 + mean))
     U[rng.uniform(size=U.shape) < 0.3] = 0
     U[:, 4] = 0  # a gene without counts
-    # counts at and above the rising-factorial table's limit: its last term, the tail (lgamma_ratio), two cells
-    # sharing a tail count; the tables then hold ~2,000 terms, so rise_table_sum's C++ sees real sizes too
-    U[1, 0], U[2, 0] = RISE_LIMIT, RISE_LIMIT + 1
-    U[5, 2] = U[6, 2] = 2000
-    return sp.csr_matrix(U), rng.permutation(np.repeat([0, 1], [150, 50]))
+    # with the tail counts of the dense tests (_with_tail): the tables then hold ~3,000 terms and the tail's
+    # lgamma_ratio terms, so rise_table_sum's C++ sees real sizes too
+    return _with_tail(sp.csr_matrix(U), False), rng.permutation(np.repeat([0, 1], [150, 50]))
 
 
 @pytest.mark.parametrize("name", list(NATIVE_CASES))
