@@ -37,30 +37,33 @@ CPP_OPTIONS = {"STAN_THREADS": "true"}
 # which includes its siblings.
 NATIVE_HEADER = NATIVE_SRC / "native.hpp"
 NATIVE_FUNCTIONS = ("capture_nb_zero_terms", "capture_zinb_zero_terms", "capture_nb_nonzero_terms",
-                    "capture_zinb_nonzero_terms", "native_grainsize", "rise_table_sum")
+                    "capture_zinb_nonzero_terms", "native_grainsize", "rise_table_sum", "nb_logit_gene_sum",
+                    "zinb_logit_gene_sum")
 _NATIVE_DECLARATION = re.compile(rf"\b(real|int) ({'|'.join(NATIVE_FUNCTIONS)})\([^{{}};]*\);")
 
-
-RISE_HEADER = NATIVE_SRC / "rise_sum.hpp"
+# The pair-statistics likelihoods' functions, and the header that holds only them (with its includes).
+PAIR_FUNCTIONS = {"rise_table_sum", "nb_logit_gene_sum", "zinb_logit_gene_sum"}
+PAIRS_HEADER = NATIVE_SRC / "pairs.hpp"
+PAIRS_SOURCES = [PAIRS_HEADER, NATIVE_SRC / "logit_gene_sum.hpp", NATIVE_SRC / "rise_sum.hpp"]
 
 
 def native_header(program: str) -> Path | None:
     """The C++ header a program needs, or None. A declaration is `real name(...);`: the name followed
-    by its argument list and a semicolon, never a body. A program that declares only rise_table_sum (every
-    pair-statistics likelihood) gets its own header: the capture terms' Eigen code, unused there, added about
-    8 s to each such compile (7.7 s for an empty file including it on this machine)."""
+    by its argument list and a semicolon, never a body. A program that declares only the pair forms' functions
+    (every pair-statistics likelihood) gets their own header: the capture terms' Eigen code, unused there, added
+    about 8 s to each such compile (7.7 s for an empty file including it on this machine)."""
     declared = {m.group(2) for m in _NATIVE_DECLARATION.finditer(program)}
     if not declared:
         return None
-    return RISE_HEADER if declared == {"rise_table_sum"} else NATIVE_HEADER
+    return PAIRS_HEADER if declared <= PAIR_FUNCTIONS else NATIVE_HEADER
 
 
 def native_sources(header: Path | None = None) -> list[Path]:
-    """The C++ files ``header`` compiles (rise_sum.hpp stands alone; native.hpp includes its siblings), or
+    """The C++ files ``header`` compiles (pairs.hpp and its two includes; native.hpp includes every sibling), or
     every one of them, in a fixed order. A program's cache key holds only its own header's text, so a change
-    to the capture terms leaves the rise-only programs' binaries valid."""
-    if header == RISE_HEADER:
-        return [RISE_HEADER]
+    to the capture terms leaves the pair programs' binaries valid."""
+    if header == PAIRS_HEADER:
+        return PAIRS_SOURCES
     return sorted(NATIVE_SRC.glob("*.hpp"))
 
 

@@ -3,6 +3,6 @@
 #define SCRIBE_NATIVE_HPP
 
 #include "capture_cells.hpp"
-#include "rise_sum.hpp"
+#include "pairs.hpp"
 
 #endif  // SCRIBE_NATIVE_HPP
