@@ -10,7 +10,7 @@ from pathlib import Path
 import arviz as az
 import numpy as np
 
-from . import psis
+from . import csv_draws, psis
 from .atomic import atomic_write
 from .config import ModelConfig
 from .errors import UserInputError
@@ -28,6 +28,8 @@ _APPROX_STATS = {"lp__": "lp", "lp_approx__": "lp_approx", "log_p__": "lp", "log
 
 def posterior_arrays(fit, method: str) -> dict[str, np.ndarray]:
     """Every Stan variable as an array (chain, draw, ...)."""
+    if method == "nuts":
+        csv_draws.assemble(fit)  # the chains' CSVs parsed in parallel (cmdstanpy's loadtxt uses one core)
     # ADVI: stan_variables() defaults to the variational mean; we want the draws.
     variables = fit.stan_variables(mean=False) if method.startswith("advi") else fit.stan_variables()
     if method == "nuts":

@@ -571,6 +571,20 @@ def test_thin_and_save_warmup_draw_counts(normal_model):
     config = fit.metadata.cmdstan_config
     assert int(config["thin"]) == 3
     assert int(config["save_warmup"]) == 1
+    # scribe reads a NUTS fit's CSVs one process per chain (scribe_cli/csv_draws.py) into cmdstanpy's arrays:
+    # the same draws (warmup included), step sizes and metric as cmdstanpy's own reading of the same files
+    from cmdstanpy import CmdStanMCMC
+
+    from scribe_cli import csv_draws
+
+    ours = CmdStanMCMC(fit.runset)
+    assert not csv_draws.assemble(CmdStanMCMC(fit.runset), workers=2)  # small files: cmdstanpy reads them
+    assert csv_draws.assemble(ours, workers=2, min_bytes=0)
+    assert not csv_draws.assemble(ours, workers=2, min_bytes=0)  # read once
+    np.testing.assert_array_equal(ours.draws(inc_warmup=True), fit.draws(inc_warmup=True))
+    np.testing.assert_array_equal(ours.step_size, fit.step_size)
+    np.testing.assert_array_equal(ours.inv_metric, fit.inv_metric)
+    assert not list(Path(fit.runset.csv_files[0]).parent.glob("*.npy"))  # its scratch files removed
 
 
 def test_max_treedepth_is_honoured(iid_model):
