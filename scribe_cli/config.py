@@ -57,6 +57,11 @@ DATA_ONLY_FIELDS = ("horseshoe_tau0", "slab_df", "slab_scale", "neg_u", "neg_a",
                     "total_mrna_sd", "mean_anchor_sd")
 
 
+# The off spelling of the CLI's on/off switches (cli_options: --native-gradients/--stan-gradients, ...).
+NEGATED_FLAGS = {"native_gradients": "--stan-gradients", "mean_coordinates": "--r-coordinates",
+                 "scaled_coordinates": "--unit-coordinates", "neg_marginal": "--neg-local-scales"}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     model: str = "nbdm"
@@ -235,8 +240,10 @@ class ModelConfig:
                 elif program_only and f.name == "dataset_key":
                     if self.dataset_axis:  # the column's name is data; alone the key does not shape the program
                         parts.append(f"{flag} KEY (D >= 2)")
+                elif isinstance(value, bool):  # a switch: its CLI spelling (--stan-gradients, not "... False")
+                    parts.append(flag if value else NEGATED_FLAGS.get(f.name, f"--no-{f.name.replace('_', '-')}"))
                 else:
-                    parts.append(flag if value is True else f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+                    parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
         if not program_only:
             for n, dist, (a, b) in self.priors:
                 parts.append(f"--prior {n}={dist}({a:g},{b:g})")

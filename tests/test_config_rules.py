@@ -218,3 +218,20 @@ def test_cli_default_prob_prior(args, header):
     line = result.stdout.splitlines()[2]
     assert line.startswith(f"//   --model nbdm {header}"), line
     assert ("--prob-prior gaussian" in line) == ("--prob-prior gaussian" in header), line
+
+
+@pytest.mark.parametrize("options", [
+    dict(model="zinb", gate_prior="neg", native_gradients=False, mean_coordinates=False, scaled_coordinates=False,
+         neg_marginal=False, prob_prior="gaussian"),
+    dict(model="nbvcp", parameterization="mean-prob", organism="human", mean_anchor=True, neg_marginal=True,
+         prob_prior="neg", slab_df=3.0),
+])
+def test_describe_speaks_the_cli(options):
+    """describe() (program headers, logs) names each choice as the CLI spells it, switches turned off included
+    (--stan-gradients, not "--native-gradients False"): its words, given back to `scribe render`, render the same
+    program."""
+    config = validate(ModelConfig(**options))
+    words = config.describe().split()
+    result = CliRunner().invoke(main, ["render", *words])
+    assert result.exit_code == 0, (words, result.output)
+    assert result.output.strip() == render(config).strip()
