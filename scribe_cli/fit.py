@@ -74,7 +74,7 @@ def capture_starts(model, data: dict, chains: int, seed: int) -> list[dict] | No
         return None
     import numpy as np
 
-    from .standata import observed_log_mean
+    from .standata import observed_log_mean, prior_mean_capture
 
     all_loc = np.asarray(data["capture_eta_loc"], float)
     loc = all_loc[np.asarray(data["capture_shifted_idx"], int) - 1]
@@ -82,7 +82,7 @@ def capture_starts(model, data: dict, chains: int, seed: int) -> list[dict] | No
     totals = np.bincount(np.asarray(data["pair_gene"], int) - 1,
                          np.asarray(data["pair_count"], float) * np.asarray(data["pair_weight"], float), minlength=G)
     # pairs indexed by (gene, dataset) columns would not give one total per gene: log mu then starts at random
-    log_mu = observed_log_mean(totals, C, float(np.mean(np.exp(-all_loc)))) if totals.size == G else None
+    log_mu = observed_log_mean(totals, C, prior_mean_capture(data)) if totals.size == G else None
     rng = np.random.default_rng(seed)
     starts = []
     for _ in range(chains):

@@ -188,7 +188,7 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
     if scales_log_mean(config):
         scales = log_mean_scales(X)
         if shifts_capture(config):  # log mu - shift sits near the mean count over the prior's mean capture
-            scales["log_mu_offset"] = scales["log_mu_offset"] - np.log(np.mean(np.exp(-data["capture_eta_loc"])))
+            scales["log_mu_offset"] = scales["log_mu_offset"] - np.log(prior_mean_capture(data))
         data.update(scales)
     if dense:
         data["counts_dense"] = np.asarray(X.todense(), dtype=np.int64)
@@ -199,6 +199,11 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
 # through the common capture shift (params/capture_organism.stan.j2): there the prior leaves ~3e-7 of its mass
 # beyond the bound, so a draw that reaches it is a conflict between data and prior, not the posterior's edge.
 SHIFTED_SDS = 5.0
+
+
+def prior_mean_capture(data: dict) -> float:
+    """The mean over cells of the capture prior's centre, exp(-capture_eta_loc): nubar of observed_log_mean."""
+    return float(np.mean(np.exp(-np.asarray(data["capture_eta_loc"], float))))
 
 
 def observed_log_mean(gene_total: np.ndarray, C: int, mean_capture: float) -> np.ndarray:
