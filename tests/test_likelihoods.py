@@ -619,11 +619,12 @@ def test_native_logit_gene_sum_matches_stan(compile_stan):
     nonzero[0] = 0.0  # a gene without counts
     total = nonzero * rng.uniform(1, 20, size=G)
     # logit p across its range (|eta| = 40: p and 1 - p at 4e-18), r from 1e-3 to 1e3, gates from 1e-300 to
-    # 1 - 1e-6: the branches of the stable forms (eta's sign, a gate underflowing) all taken
+    # 1 - 1e-6: every branch of the C++ taken (eta's sign; P(0) on the natural scale, with 1 - exp(A) near A = 0
+    # for gene 1; the log scale for gene 8, whose gate 1e-300 and NB zero exp(-4e4) underflow)
     points = [dict(r=rng.lognormal(0, 1, G), prob_link=rng.normal(0, 2, G), gate=rng.uniform(0.01, 0.9, G))
               for _ in range(2)]
     points.append(dict(r=np.geomspace(1e-3, 1e3, G), prob_link=np.linspace(-40, 40, G),
-                       gate=np.array([1e-300, 1e-12, 1e-3, 0.2, 0.5, 0.9, 1 - 1e-6, 0.3])))
+                       gate=np.array([0.2, 1e-12, 1e-3, 0.5, 0.9, 1 - 1e-6, 0.3, 1e-300])))
     for zi in (0, 1):
         for point in points:
             params = {k: v.tolist() for k, v in point.items()}

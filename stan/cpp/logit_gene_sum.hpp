@@ -9,8 +9,8 @@
 // Why C++: in Stan each gene costs a log_inv_logit and a log1m_inv_logit node (two exp and two log1p), the
 // products and sums over G, and for ZINB a loop of scalar log_sum_exp, log and log1m nodes: on the full PBMC
 // matrix (14,561 genes) the NBDM likelihood took 2.5 ms of a 5.1 ms gradient (bench/profile_gradient.py), most
-// of it these per-gene nodes. Here a call is one node: one exp and one log1p per gene (two more logs for a
-// gate), the partials in the same pass. The Stan-language form stays in the template (--stan-gradients) as
+// of it these per-gene nodes. Here a call is one node: one exp and one log1p per gene (with a gate one exp and
+// two logs more), the partials in the same pass. The Stan-language form stays in the template (--stan-gradients) as
 // the reference this function is tested against (tests/test_likelihoods.py).
 //
 // In the global namespace: the generated model calls it unqualified from its own namespace.
@@ -49,16 +49,26 @@ double logit_gene_sum(int C, const T_m* nonzero, const T_n& total, const Eigen::
     double dA;  // d value / d A
     if (gate) {
       const double pi = gate->coeff(g), m = nonzero->coeff(g);
-      const double log_pi = std::log(pi), log1m_pi = std::log1p(-pi);
-      // z = log_sum_exp(log pi, log(1 - pi) + A), finite when pi underflows to 0 (as Stan's scalar form)
-      const double b = log1m_pi + A, hi = std::fmax(log_pi, b);
-      const double z = hi == -std::numeric_limits<double>::infinity()
-                           ? hi
-                           : hi + std::log(std::exp(log_pi - hi) + std::exp(b - hi));
+      const double log1m_pi = std::log1p(-pi), b = log1m_pi + A;
+      // z = log P(0) = log(pi + (1 - pi) exp(A)). On the natural scale (two transcendentals) while that sum is
+      // far from underflow; else as log_sum_exp(log pi, b), finite when pi underflows to 0 (as Stan's form).
+      const double P0 = std::exp(A), mix = pi + (1 - pi) * P0;
+      double z, dz_dA, dz_dpi;
+      if (mix > 1e-280) {
+        z = std::log(mix);
+        dz_dA = (1 - pi) * P0 / mix;
+        dz_dpi = (A > -0.5 ? -std::expm1(A) : 1 - P0) / mix;  // 1 - exp(A) without cancellation near A = 0
+      } else {
+        const double log_pi = std::log(pi), hi = std::fmax(log_pi, b);
+        z = hi == -std::numeric_limits<double>::infinity() ? hi
+                                                            : hi + std::log(std::exp(log_pi - hi) + std::exp(b - hi));
+        dz_dA = std::exp(b - z);
+        dz_dpi = std::exp(-z) - std::exp(A - z);
+      }
       value += (C - m) * z + m * b + n * log_p;
       if (grad) {
-        dA = (C - m) * std::exp(b - z) + m;
-        d_gate.coeffRef(g) = (C - m) * (std::exp(-z) - std::exp(A - z)) - m / (1 - pi);
+        dA = (C - m) * dz_dA + m;
+        d_gate.coeffRef(g) = (C - m) * dz_dpi - m / (1 - pi);
       }
     } else {
       value += C * A + n * log_p;
