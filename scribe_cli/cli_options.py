@@ -75,7 +75,8 @@ MODEL_OPTIONS = [
                  help="Width of the mean anchor on the log scale (data: no recompile)."),
     click.option("--native-gradients/--stan-gradients", default=True, show_default=True,
                  help="Hand-written C++ with its own gradient for the likelihood's hot spots: every model's "
-                      "rising-factorial sum (stan/cpp/rise_sum.hpp) and, in VCP models with a per-gene p or a gate, "
+                      "rising-factorial sum (stan/cpp/rise_sum.hpp), NB / ZINB's per-gene terms from logit p "
+                      "(stan/cpp/logit_gene_sum.hpp) and, in VCP models with a per-gene p or a gate, "
                       "the O(cells x genes) terms (stan/cpp/capture_cells.hpp; several times faster); or the Stan "
                       "language throughout (the reference they are tested against)."),
     click.option("--mean-coordinates/--r-coordinates", default=True, show_default=True,
