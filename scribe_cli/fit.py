@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import UserInputError
@@ -178,19 +179,46 @@ def _pathfinder(model, data, opts: RunOptions, output_dir: Path, tuning: dict | 
     )
 
 
+# ADVI starts from one random point, and from some the ELBO cannot be estimated or its step size adapted (the
+# initial approximation, sd 1 around the start, reaches where the log density overflows): nbvcp with a p per gene
+# and --organism human on bench/scale.py's 1,000 x 500 simulation stops from seeds 3 and 4 ("calc_grad: The number
+# of dropped evaluations has reached its maximum") and runs from seeds 1, 2 and 5. Those failures belong to
+# the start, not the model, so ADVI tries again from the next seeds, as Stan itself retries unusable starting
+# points before sampling; after a retry the seed that worked is recorded (fit.scribe_seed, the posterior's
+# method_seed).
+ADVI_ATTEMPTS = 3
+_START_FAILURE = re.compile(r"Cannot compute ELBO|step-size|non-finite|NaN|dropped evaluations|calc_grad", re.I)
+
+
 def _advi(algorithm: str):
     def run(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
-        return model.variational(
-            data=data,
-            inits=_first_start(model, data, opts),
-            algorithm=algorithm,
-            draws=opts.draws,
-            seed=opts.seed,
-            output_dir=str(output_dir),
-            show_console=False,
-            require_converged=False,
-            **{**ADVI_TUNING, **(tuning or {})},
-        )
+        log = logging.getLogger(__name__)
+        for attempt in range(ADVI_ATTEMPTS):
+            seed = (opts.seed + attempt) % 2**31
+            where = output_dir / f"retry{attempt}" if attempt else output_dir
+            where.mkdir(parents=True, exist_ok=True)
+            try:
+                fit = model.variational(
+                    data=data,
+                    inits=_first_start(model, data, replace(opts, seed=seed)),
+                    algorithm=algorithm,
+                    draws=opts.draws,
+                    seed=seed,
+                    output_dir=str(where),
+                    show_console=False,
+                    require_converged=False,
+                    **{**ADVI_TUNING, **(tuning or {})},
+                )
+            except RuntimeError as exc:
+                reason = _console_reason(where) or _stan_message(str(exc))
+                if attempt + 1 == ADVI_ATTEMPTS or not _START_FAILURE.search(reason):
+                    raise
+                log.warning("ADVI from seed %d stopped (%s); trying again from seed %d (attempt %d of %d)",
+                            seed, reason, seed + 1, attempt + 2, ADVI_ATTEMPTS)
+                continue
+            if attempt:
+                fit.scribe_seed = seed  # the seed that ran; the posterior's attrs record it as method_seed
+            return fit
 
     return run
 
@@ -293,7 +321,7 @@ _REASON = re.compile(r"stan::|failed|ill-conditioned|misspecified|dropped evalua
 def _console_reason(output_dir: Path) -> str:
     """The reason Stan printed, from the console transcripts cmdstanpy saves in the run's output directory."""
     reasons: list[str] = []
-    for path in sorted(Path(output_dir).glob("*stdout*.txt")):
+    for path in sorted(Path(output_dir).rglob("*stdout*.txt")):  # rglob: ADVI's retries (retry1/, ...) too
         for line in path.read_text(errors="replace").splitlines():
             line = line.strip()
             if line and _REASON.search(line) and line not in reasons:

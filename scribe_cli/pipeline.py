@@ -134,6 +134,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
             "run_options": asdict(opts),
             "method": opts.method,
             "seed": opts.seed,
+            **({"method_seed": fit.scribe_seed} if hasattr(fit, "scribe_seed") else {}),  # after ADVI's retries (fit.py)
             "stan_program": program,
             "input_file": str(counts.source),
             "input_sha256": counts.sha256,

@@ -7,6 +7,7 @@ The unit tests need no Stan; the end-to-end ones reuse the NBDM program test_run
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import arviz as az
 import numpy as np
@@ -119,6 +120,37 @@ def test_failed_advi_says_why_and_what_to_do(tmp_path):
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("Stan could not run advi-fullrank: stan::variational::advi::calc_ELBO")
     assert "not finite" in msg and "--method advi (mean-field)" in msg and "--method pathfinder" in msg
+
+
+def test_advi_tries_again_from_the_next_seed(tmp_path):
+    """A failure of ADVI's random start (its ELBO not computable from the initial approximation) is retried from
+    the next seed, at most ADVI_ATTEMPTS times, and the fit records the seed that worked; a failure that is not
+    the start's is not retried. The model stands in for a CmdStanModel, as above."""
+    from scribe_cli.fit import ADVI_ATTEMPTS, RunOptions, run_method
+
+    class StartDependentADVI:
+        def __init__(self, failing, message="stan::variational::normal_meanfield::calc_grad: The number of dropped "
+                                            "evaluations has reached its maximum amount (10)."):
+            self.failing, self.message, self.seeds = failing, message, []
+
+        def variational(self, output_dir, seed, **kw):
+            self.seeds.append(seed)
+            if seed in self.failing:
+                (Path(output_dir) / f"m-{seed}-stdout.txt").write_text(f"Begin eta adaptation.\n{self.message}\n")
+                raise RuntimeError("Error during variational inference: ")
+            return type("Fit", (), {})()
+
+    model = StartDependentADVI(failing={7})
+    fit = run_method(model, {}, RunOptions(method="advi", seed=7), tmp_path / "a")
+    assert model.seeds == [7, 8] and fit.scribe_seed == 8
+    model = StartDependentADVI(failing=set(range(100)))
+    with pytest.raises(UserInputError, match="calc_grad"):
+        run_method(model, {}, RunOptions(method="advi", seed=1), tmp_path / "b")
+    assert model.seeds == list(range(1, 1 + ADVI_ATTEMPTS))
+    model = StartDependentADVI(failing={3}, message="Exception: variable does not exist; processing stage=data")
+    with pytest.raises(UserInputError, match="does not exist"):
+        run_method(model, {}, RunOptions(method="advi", seed=3), tmp_path / "c")
+    assert model.seeds == [3]
 
 
 def test_threads_per_chain_reaches_the_one_process_methods(tmp_path, monkeypatch):
