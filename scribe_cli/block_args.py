@@ -257,8 +257,8 @@ def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: 
         "native": native_capture_terms(config),
         "native_rise": config.native_gradients,  # rise_sum's table in C++ (stan/cpp/rise_sum.hpp)
         # the per-gene NB / ZINB terms from logit p in C++ (stan/cpp/logit_gene_sum.hpp)
-        "native_logit": (config.native_gradients and pl.form == "pairs" and not config.bnb and not pl.dparams
-                         and not pl.p_scalar and links_p_per_gene(config, pl)),
+        "native_logit": (config.native_gradients and pl.form == "pairs" and not config.bnb
+                         and links_p_per_gene(config, pl)),
         "obs": pl.obs,
         "log_p": log_p,
         "log1m_p": log1m_p,

@@ -187,14 +187,19 @@ def _pathfinder(model, data, opts: RunOptions, output_dir: Path, tuning: dict | 
 # points before sampling; after a retry the seed that worked is recorded (fit.scribe_seed, the posterior's
 # method_seed).
 ADVI_ATTEMPTS = 3
-_START_FAILURE = re.compile(r"Cannot compute ELBO|step-size|non-finite|NaN|dropped evaluations|calc_grad", re.I)
+# The reasons ADVI stops, as Stan prints them, each with its advice in _what_to_do; the retry takes those that
+# depend on the start: the ELBO not computable (at the start or later), no step size, a non-finite gradient.
+_ADVI_STEP_SIZE = r"step-size|adapt"
+_ADVI_INITIAL = r"Cannot compute ELBO using the initial"
+_ADVI_NOT_FINITE = r"dropped evaluations|calc_grad|non-finite|NaN"
+_START_FAILURE = re.compile(rf"Cannot compute ELBO|step-size|{_ADVI_NOT_FINITE}", re.I)
 
 
 def _advi(algorithm: str):
     def run(model, data, opts: RunOptions, output_dir: Path, tuning: dict | None = None):
         log = logging.getLogger(__name__)
         for attempt in range(ADVI_ATTEMPTS):
-            seed = (opts.seed + attempt) % 2**31
+            seed, next_seed = ((opts.seed + k) % 2**31 for k in (attempt, attempt + 1))
             where = output_dir / f"retry{attempt}" if attempt else output_dir
             where.mkdir(parents=True, exist_ok=True)
             try:
@@ -214,7 +219,7 @@ def _advi(algorithm: str):
                 if attempt + 1 == ADVI_ATTEMPTS or not _START_FAILURE.search(reason):
                     raise
                 log.warning("ADVI from seed %d stopped (%s); trying again from seed %d (attempt %d of %d)",
-                            seed, reason, seed + 1, attempt + 2, ADVI_ATTEMPTS)
+                            seed, reason, next_seed, attempt + 2, ADVI_ATTEMPTS)
                 continue
             if attempt:
                 fit.scribe_seed = seed  # the seed that ran; the posterior's attrs record it as method_seed
@@ -331,13 +336,13 @@ def _console_reason(output_dir: Path) -> str:
 
 def _what_to_do(method: str, reason: str) -> str:
     if method.startswith("advi"):
-        if re.search(r"step-size|adapt", reason, re.I):
+        if re.search(_ADVI_STEP_SIZE, reason, re.I):
             return ("; ADVI's step-size adaptation found no step size that improves the ELBO from its start: "
                     "try --method pathfinder (or --method nuts)")
-        if re.search(r"Cannot compute ELBO using the initial", reason):
+        if re.search(_ADVI_INITIAL, reason):
             return ("; the log density is not finite around ADVI's random starting point: try --method pathfinder "
                     "(it starts with an optimisation), or --method nuts")
-        if re.search(r"dropped evaluations|calc_grad|non-finite|NaN", reason, re.I):
+        if re.search(_ADVI_NOT_FINITE, reason, re.I):
             fix = "--method advi (mean-field) or " if method == "advi-fullrank" else ""
             return (f"; the ELBO's gradient was not finite at the approximation's draws (the approximation "
                     f"spread into regions where the log density overflows): try {fix}--method pathfinder, "
