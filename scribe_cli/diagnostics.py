@@ -24,27 +24,58 @@ def _extreme(arrays, fn) -> float:
     return fn(np.array(values)) if values else float("nan")
 
 
+def _where(arrays, labels, arg) -> str | None:
+    """The label of the scalar that holds the extreme (``arg``: np.nanargmax / np.nanargmin) over ``arrays``
+    (one per variable, aligned with ``labels``, callables giving a scalar's label from its flat index)."""
+    best, where = None, None
+    pick = np.nanmax if arg is np.nanargmax else np.nanmin
+    for a, label in zip(arrays, labels):
+        if not a.size or np.isnan(a).all():
+            continue
+        v = float(pick(a))
+        if best is None or (v > best if arg is np.nanargmax else v < best):
+            best, where = v, label(int(arg(a)))
+    return where
+
+
+def scalar_label(name: str, var, flat: int) -> str:
+    """az.summary's label of one scalar of a posterior variable (``var``: its DataArray, chain and draw first),
+    e.g. r[CD74] for a gene-level variable: the scalar that fails a verdict, named as the summary table names it."""
+    dims = var.dims[2:]
+    if not dims:
+        return name
+    idx = np.unravel_index(flat, [var.sizes[d] for d in dims])
+    coords = [var.coords[d].values[i] if d in var.coords else i for d, i in zip(dims, idx)]
+    return f"{name}[{', '.join(map(str, coords))}]"
+
+
 def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None = None, *,
                 config: dict | None = None, paths: int | None = None,
-                rank_figures: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None) -> dict:
+                rank_figures: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None) -> dict:
     """Verdicts and the figures behind them; ``problems`` lists what failed. For approximations, ``advice``
     lists what to do about it (``config``: the run's ModelConfig.to_dict(), ``paths``: pathfinder's paths).
-    ``rank_figures``: (R-hat, bulk ESS, tail ESS) arrays already computed for every posterior variable (the
-    summary table's), so that they are not computed twice."""
+    ``rank_figures``: (R-hat, bulk ESS, tail ESS, labels) over every posterior scalar already computed (the
+    summary table's), so that they are not computed twice. NUTS verdicts name the scalar behind each extreme
+    (``worst``): with thousands of genes, "max R-hat 1.012" alone does not say where to look."""
     post = idata.posterior
     out: dict = {}
     if method == "nuts":
         n_chains = post.sizes["chain"]
         if rank_figures is not None:
-            per_var = rank_figures
+            per_var = [rank_figures[:3]]
+            labels = [rank_figures[3].__getitem__]
         else:
             # the same figures as az.rhat / az.ess, vectorised: ArviZ's per-scalar loop took minutes on gene-level
             # fits; monotone copies (mu of log_mu) have the same rank figures and are skipped
             arrays = rank_diagnostics.distinct(rank_diagnostics.scalars(post))
             per_var = [rank_diagnostics.diagnose(x) for x in arrays.values()]
+            labels = [lambda i, n=n: scalar_label(n, post[n].transpose("chain", "draw", ...), i) for n in arrays]
         out["max_rhat"] = _extreme([d[0] for d in per_var], np.nanmax)
         out["min_ess_bulk"] = _extreme([d[1] for d in per_var], np.nanmin)
         out["min_ess_tail"] = _extreme([d[2] for d in per_var], np.nanmin)
+        out["worst"] = {"rhat": _where([d[0] for d in per_var], labels, np.nanargmax),
+                        "ess_bulk": _where([d[1] for d in per_var], labels, np.nanargmin),
+                        "ess_tail": _where([d[2] for d in per_var], labels, np.nanargmin)}
         stats = idata.sample_stats
         out["divergences"] = int(stats["diverging"].values.sum())
         if max_treedepth is not None and "tree_depth" in stats:
@@ -53,11 +84,13 @@ def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None 
         out["min_ebfmi"] = float(np.min(bfmi))
         problems = []
         if not out["max_rhat"] <= RHAT_MAX:
-            problems.append(f"max R-hat {out['max_rhat']:.3f} > {RHAT_MAX}")
+            problems.append(f"max R-hat {out['max_rhat']:.3f} > {RHAT_MAX} ({out['worst']['rhat']})")
         if not out["min_ess_bulk"] >= ESS_MIN_PER_CHAIN * n_chains:
-            problems.append(f"min bulk ESS {out['min_ess_bulk']:.0f} < {ESS_MIN_PER_CHAIN * n_chains}")
+            problems.append(f"min bulk ESS {out['min_ess_bulk']:.0f} < {ESS_MIN_PER_CHAIN * n_chains} "
+                            f"({out['worst']['ess_bulk']})")
         if not out["min_ess_tail"] >= ESS_MIN_PER_CHAIN * n_chains:
-            problems.append(f"min tail ESS {out['min_ess_tail']:.0f} < {ESS_MIN_PER_CHAIN * n_chains}")
+            problems.append(f"min tail ESS {out['min_ess_tail']:.0f} < {ESS_MIN_PER_CHAIN * n_chains} "
+                            f"({out['worst']['ess_tail']})")
         if out["divergences"]:
             problems.append(f"{out['divergences']} divergent transitions")
         if out.get("treedepth_hits"):

@@ -11,6 +11,7 @@ import pytest
 from helpers import scribe
 
 from scribe_cli import rank_diagnostics
+from scribe_cli.reports.summary import parameter_table
 
 # Small but real: all 906 cells and 500 genes of the demo data; short chains keep each run to seconds.
 SHORT = ["--chains", "2", "--warmup", "150", "--draws", "150", "--seed", "11", "--quiet"]
@@ -71,6 +72,11 @@ def test_nuts_diagnostics_are_reported(runs):
     assert diag["max_rhat"] == pytest.approx(per_var[worst])
     assert diag["max_rhat"] == pytest.approx(float(az.rhat(idata.posterior[[worst]])[worst].max()))
     assert diag["divergences"] == int(idata.sample_stats["diverging"].sum())
+    # each extreme names its scalar as the summary table does, and that scalar holds it
+    for key, column in (("rhat", "r_hat"), ("ess_bulk", "ess_bulk"), ("ess_tail", "ess_tail")):
+        label = diag["worst"][key]
+        table = parameter_table(idata, [label.partition("[")[0]], rounded=False)
+        assert table.loc[label, column] == pytest.approx(diag[{"rhat": "max_rhat"}.get(key, "min_" + key)])
     assert diag["ok"] == (not diag["problems"])
     if diag["max_rhat"] > 1.01:
         assert any("R-hat" in p for p in diag["problems"])

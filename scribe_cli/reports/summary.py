@@ -88,7 +88,7 @@ def summarize(idata: az.InferenceData, var_names: list[str] | None = None) -> di
     table = parameter_table(idata, var_names, rounded=False)
     figures = None
     if var_names is None and method == "nuts":  # the table covers every variable: its R-hat and ESS serve the verdict
-        figures = [tuple(table[c].to_numpy() for c in ("r_hat", "ess_bulk", "ess_tail"))]
+        figures = (*(table[c].to_numpy() for c in ("r_hat", "ess_bulk", "ess_tail")), list(table.index))
     report = {
         "method": method,
         "seed": attrs.get("seed"),
