@@ -293,7 +293,9 @@ def sweep(args) -> None:
             continue
         if key in done and not args.redo:
             continue
+        # (not the case itself: --redo reruns a case that timed out)
         bigger_than_failed = [r for r in done.values() if r.get("status") == "timeout" and r["model"] == case["model"]
+                              and case_key(r) != key
                               and case_key(r).split("|")[2:] == key.split("|")[2:] and "cells" in case and "cells" in r
                               and case["cells"] >= r["cells"] and case["genes"] >= r["genes"]]
         if bigger_than_failed:
