@@ -99,6 +99,7 @@ def base_specs(config: ModelConfig, pl: Plan) -> list[dict]:
             "first": i == 0,
             "anchor": name == config.anchored,
             "log_mean": name == "r" and samples_log_mean(config),
+            "logit_p": logit_p_expr(config, pl),
             "capture_shift": name == "r" and shifts_capture(config),
             "scaled": name == "r" and scales_log_mean(config),
         })
@@ -238,6 +239,11 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
 def links_p_per_gene(config: ModelConfig, pl: Plan) -> bool:
     """p is a vector over genes, inv_logit of the gene-level hierarchy's prob_link (no mixture, no datasets)."""
     return config.prob_split and not pl.dparams  # prob_split: a gene-level p hierarchy, no mixture
+
+
+def logit_p_expr(config: ModelConfig, pl: Plan) -> str:
+    """logit(p) as the program holds it: the hierarchy's prob_link, or from p."""
+    return "prob_link" if links_p_per_gene(config, pl) else "logit(p)"
 
 
 def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: bool = False) -> dict:

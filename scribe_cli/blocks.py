@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .block_args import (base_specs, dataset_hier_args, derived_dataset_args, hier_args, likelihood_args,
-                         links_p_per_gene, two_level_args)
+                         logit_p_expr, two_level_args)
 from .config import ModelConfig
 from .plan import as_gd, output_only, plan, samples_log_mean, shifts_capture
 
@@ -69,7 +69,7 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
         declared.add(family)
     derived = {"elt": pl.elt, "p_scalar": pl.p_scalar, "vcp": config.variable_capture and config.capture_prior is None,
                "ds": derived_dataset_args(config, pl.shapes) if pl.dparams else None,
-               "log_mean": samples_log_mean(config), "logit_p": "prob_link" if links_p_per_gene(config, pl) else "logit(p)",
+               "log_mean": samples_log_mean(config), "logit_p": logit_p_expr(config, pl),
                "mu_in_gq": "mu" in output_only(config)}
     blocks.append(Block(f"params/{config.parameterization.replace('-', '_')}.stan.j2", derived))
     if config.bnb:

@@ -645,12 +645,14 @@ def test_log_mean_coordinates_leave_the_density_unchanged(compile_stan, counts, 
     `jacobian += sum(log r)` of the change): any slip in the Jacobian or the derived r shows up here.
     The log-mu program is zinb_prob_horseshoe's (p per gene; the gate exercises r in log0 too), compiled once
     for the likelihood tests above. Its log mu is also in units of the data's scales (plan.scales_log_mean):
-    Stan's affine Jacobian then adds the constant sum(log log_mu_scale), and nothing else may differ.
+    Stan's affine Jacobian then adds the constant sum(log log_mu_scale), and r's prior, written on log r, drops
+    lognormal_lpdf's constant: nothing else may differ.
     (prob_loc is scaled in both programs: the same term on both sides.)"""
     config = validate(ModelConfig(**CASES["zinb_prob_horseshoe"]))
     old = validate(ModelConfig(**CASES["zinb_prob_horseshoe"], mean_coordinates=False))
     new_text, old_text = reference_program(config), reference_program(old)
     assert "multiplier=log_mu_scale>[G] log_mu;" in new_text and "jacobian += sum(log_r)" in new_text
+    assert "normal_lupdf(log_r | prior_r[1], prior_r[2]) - sum(log_r)" in new_text and "r ~ lognormal" in old_text
     assert "log_mu" not in old_text and "multiplier=prob_loc_scale> prob_loc;" in old_text
     # the prior-only program samples the prior, hundreds of the data's scales wide: plain coordinates there
     assert "multiplier" not in render(config, prior_only=True)
@@ -675,6 +677,9 @@ def test_log_mean_coordinates_leave_the_density_unchanged(compile_stan, counts, 
             a = model.log_prob(params=new_params, data=data, jacobian=jacobian, sig_figs=18).to_numpy().ravel()[0]
             b = old_model.log_prob(params=old_params, data=data, jacobian=jacobian, sig_figs=18).to_numpy().ravel()[0]
             a -= affine if jacobian else 0.0
+            # r's prior is written on log r there (normal_lupdf(log r) - sum(log r)): Stan's lognormal_lpdf keeps
+            # its -log(sqrt(2 pi)) per element even when dropping constants, normal_lupdf does not
+            a -= 0.5 * np.log(2 * np.pi) * len(v["r"])
             # lp ~ -1e3 summed in a different order from different inputs (r from exp(log_mu - logit p)):
             # agreement to ~1e-12 relative is rounding; a missing Jacobian term is of order 1 per gene
             assert np.isfinite(a) and abs(a - b) <= 1e-8 * max(1.0, abs(b)), (jacobian, a, b)
