@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,7 +178,8 @@ def per_gradient_ms(options: list[str], data: Path) -> float:
     return 1e3 * per_gradient_seconds(model, standata, iters=iters)
 
 
-def run_case(case: dict, data: Path, truth: dict | None, timeout: float, warmup: int, draws: int) -> dict:
+def run_case(case: dict, data: Path, truth: dict | None, timeout: float, warmup: int, draws: int,
+             keep: Path | None = None) -> dict:
     options = MODELS[case["model"]] + case.get("extra", [])
     if case.get("threads", 1) > 1:
         options = options + ["--threads-per-chain", str(case["threads"])]
@@ -214,7 +216,7 @@ def run_case(case: dict, data: Path, truth: dict | None, timeout: float, warmup:
         row = {**case, "options": " ".join(options), "status": "ok", "wall_s": float(m[1]), "cpu_s": float(m[2]) + float(m[3]),
                "peak_rss_gb": int(m[4]) / 1024**2, "fit_s": sample_s, "timings": res["timings"],
                "diagnostics": {k: diag.get(k) for k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
-                                                        "treedepth_hits", "pareto_k", "ok")}}
+                                                        "treedepth_hits", "pareto_k", "ok", "worst")}}
         if method == "nuts" and diag.get("min_ess_bulk") and sample_s:
             row["ess_bulk_per_s"] = diag["min_ess_bulk"] / sample_s
         observed = None
@@ -226,6 +228,9 @@ def run_case(case: dict, data: Path, truth: dict | None, timeout: float, warmup:
         if case.get("extra"):  # gene selection on real data: recovery on the same genes would need them; skip
             observed = None
         row.update(recovery(out, truth, observed, vcp=SIM_MODEL.get(case["model"], case["model"]) in ("nbvcp", "zinbvcp")))
+        if keep is not None:  # the posterior, to look into a case's diagnostics afterwards
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.move(out, keep / (re.sub(r"[^A-Za-z0-9._-]+", "_", case_key(case)) + ".nc"))
     return row
 
 
@@ -303,7 +308,8 @@ def sweep(args) -> None:
         else:
             data, truth = case_data(case, cache)
             print(f"scale: {key} ...", file=sys.stderr, flush=True)
-            row = run_case(case, data, truth, args.timeout, args.warmup, args.draws)
+            row = run_case(case, data, truth, args.timeout, args.warmup, args.draws,
+                           keep=Path(args.keep) if args.keep else None)
             row["warmup"], row["draws"] = args.warmup, args.draws
             if row["status"] == "ok" and not args.no_gradient:
                 row["ms_per_gradient"] = per_gradient_ms(MODELS[case["model"]] + case.get("extra", []), data)
@@ -370,6 +376,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=3600.0)
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "scribe-scale-data"))
     ap.add_argument("--redo", action="store_true", help="rerun cases already in the results file")
+    ap.add_argument("--keep", help="move each finished case's posterior (NetCDF) into this directory")
     ap.add_argument("--no-gradient", action="store_true", help="skip the per-gradient timing")
     ap.add_argument("--gradient-only", action="store_true",
                     help="only re-measure the time per gradient of the selected cases already in the results")
