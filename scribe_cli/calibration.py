@@ -5,7 +5,7 @@ fit, and rank each true value among L posterior draws; over replicates a calibra
 uniform on 0..L. Everything here goes through the code `scribe run` uses, so the check is of what users run:
 
 - prior draws: NUTS on ``render(config)`` with its data switch prior_only, as `--prior-draws` samples it
-  (pipeline.sample_prior): the prior and the fitted model are one compiled program;
+  (pipeline.sample_prior), so the prior and the fitted model come from one rendered text (one compiled program);
 - counts: reports.ppc.simulate_counts, the simulator of `scribe ppc` (tests/test_sbc.py checks its pmf
   against the per-cell likelihood, which tests/test_likelihoods.py ties to Stan's);
 - fits: fit.run_method and idata.to_inference_data (pathfinder's PSIS resampling included).
