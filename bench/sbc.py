@@ -1,7 +1,7 @@
 """Simulation-based calibration (SBC) of every model, hierarchical prior family and dataset mode.
 
 For each tiny configuration (CONFIGS: 30 cells x 5 genes, or 30 cells in 2 datasets) and each replicate i:
-the truth is prior draw i (NUTS on the prior-only program, the one `scribe run --prior-draws` samples, thinned
+the truth is prior draw i (NUTS on the configuration's program with prior_only = 1, as `scribe run --prior-draws`, thinned
 so that truths are close to independent); counts are simulated from it with the simulator of `scribe ppc`
 (checked against the likelihood in tests/test_sbc.py); NUTS, pathfinder and ADVI fit those counts with the
 options of METHODS in scribe_cli/calibration.py; the rank of each true value among L = 99 thinned posterior

@@ -44,7 +44,7 @@ How (Talts et al. 2018; `bench/sbc.py`, machinery in `scribe_cli/calibration.py`
 ({cells} cells x {genes} genes; the two-dataset ones split the cells 15 / 15) and each replicate,
 
 1. the truth is a draw from the prior, sampled by NUTS from the *same rendered program with the likelihood left
-   out* (`render(config, prior_only=True)`, what `scribe run --prior-draws` samples), 4 chains, every 10th draw
+   out* (its data switch `prior_only`, what `scribe run --prior-draws` samples), 4 chains, every 10th draw
    kept (the smallest bulk ESS of the kept draws over their number is in the table: about 1 means independent);
 2. counts are simulated from it with the simulator of `scribe ppc` (`reports.ppc.simulate_counts`), which
    `tests/test_sbc.py` checks against the per-cell likelihood that `tests/test_likelihoods.py` checks against Stan's;

@@ -12,7 +12,6 @@ Each block's arguments come from block_args.py; render.py turns the list into te
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from .block_args import (base_specs, dataset_hier_args, derived_dataset_args, hier_args, likelihood_args,
@@ -35,16 +34,11 @@ class Block:
     skip: tuple[str, ...] = ()
 
 
-def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = False,
-               prior_only: bool = False, log_lik: bool = False) -> list[Block]:
-    """The template blocks of a configuration, in program order (check_loglik / dense / prior_only / log_lik:
-    see render)."""
-    if prior_only:
-        # The data-chosen scales fit the posterior; the prior's spread is hundreds of them wide (plan.scales_log_mean)
-        config = dataclasses.replace(config, scaled_coordinates=False)
+def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = False) -> list[Block]:
+    """The template blocks of a configuration, in program order (check_loglik / dense: see render)."""
     pl = plan(config)
     likelihood = f"likelihoods/{pl.form}.stan.j2"
-    lik_args = likelihood_args(config, pl, check_loglik, log_lik)
+    lik_args = likelihood_args(config, pl, check_loglik)
     blocks = [Block(likelihood, lik_args, skip=("model", "generated_quantities"))]
     dense_args = {"vcp": config.variable_capture, "bnb": config.bnb, "zi": config.zero_inflated, "mix": pl.mix,
                   "t": "matrix" if pl.mix or pl.dparams else "vector", "dparams": pl.dparams, "dweights": pl.dweights,
@@ -77,8 +71,8 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
     if pl.mix:
         blocks.append(Block("params/mixture.stan.j2", {"dweights": pl.dweights}))
     blocks.append(Block(likelihood, lik_args,
-                        only=("generated_quantities",) if dense or prior_only else ("model", "generated_quantities")))
-    if dense and not prior_only:
+                        only=("generated_quantities",) if dense else ("model", "generated_quantities")))
+    if dense:
         blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("model",)))
     if check_loglik:
         blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("generated_quantities",)))

@@ -4,8 +4,8 @@ Simulation-based calibration (Talts et al. 2018): draw parameters from the prior
 fit, and rank each true value among L posterior draws; over replicates a calibrated method gives ranks
 uniform on 0..L. Everything here goes through the code `scribe run` uses, so the check is of what users run:
 
-- prior draws: NUTS on ``render(config, prior_only=True)``, the program `--prior-draws` samples
-  (pipeline._sample_prior), so the prior and the fitted model come from one rendered text;
+- prior draws: NUTS on ``render(config)`` with its data switch prior_only, as `--prior-draws` samples it
+  (pipeline.sample_prior), so the prior and the fitted model come from one rendered text (one compiled program);
 - counts: reports.ppc.simulate_counts, the simulator of `scribe ppc` (tests/test_sbc.py checks its pmf
   against the per-cell likelihood, which tests/test_likelihoods.py ties to Stan's);
 - fits: fit.run_method and idata.to_inference_data (pathfinder's PSIS resampling included).
@@ -29,7 +29,7 @@ from .data import Counts
 from .diagnostics import convergence
 from .fit import RunOptions, run_method
 from .idata import to_inference_data
-from .pipeline import _sample_prior
+from .pipeline import sample_prior
 from .idata import variable_dims
 from .render import render
 from .standata import stan_data
@@ -94,7 +94,7 @@ def _dims_of(config: ModelConfig, data: dict):
 
 def prior_draws(config: ModelConfig, counts: Counts, n: int, seed: int, workdir: Path, chains: int = 4,
                 thin: int = 10, warmup: int = 1000) -> tuple[xr.Dataset, dict]:
-    """``n`` prior draws (dims chain = 1, draw = n) from NUTS on the prior-only program, every ``thin``-th
+    """``n`` prior draws (dims chain = 1, draw = n) from NUTS on the program with prior_only, every ``thin``-th
     draw of ``chains`` chains, so that successive truths are close to independent; also the bulk ESS of the
     kept draws over n (about 1 when they are), worst variable first."""
     import arviz as az
@@ -103,7 +103,8 @@ def prior_draws(config: ModelConfig, counts: Counts, n: int, seed: int, workdir:
     opts = RunOptions(method="nuts", chains=chains, parallel_chains=1, warmup=warmup, draws=per_chain * thin,
                       seed=seed, show_progress=False)
     data = stan_data(config, counts)
-    idata = _sample_prior(config, counts, opts, per_chain * thin, workdir, _dims_of(config, data), _coords(counts, data))
+    idata = sample_prior(compiled_model(config), config, counts, opts, per_chain * thin, workdir, _dims_of(config, data),
+                         _coords(counts, data))
     prior = idata.prior.isel(draw=slice(thin - 1, None, thin))
     kept = prior[ranked_variables(prior)]
     ess = az.ess(kept, method="bulk")

@@ -164,9 +164,11 @@ def _load_config_file(ctx, _param, value):
 @click.option("--max-treedepth", type=int, default=10, show_default=True, help="NUTS maximum tree depth.")
 @click.option("--float32", is_flag=True, help="Store cell-level arrays as float32 (halves large outputs).")
 @click.option("--log-lik", is_flag=True,
-              help="Add a log_likelihood group: log_lik per cell and draw (computed in Stan), for arviz.loo.")
+              help="Add a log_likelihood group: log_lik per cell and draw (computed in Stan), for arviz.loo. A data "
+                   "switch of the run's program: nothing more is compiled.")
 @click.option("--prior-draws", type=int, default=0, show_default=True,
-              help="Add a prior group: N NUTS draws per chain of the prior (same program without the likelihood); 0 = off.")
+              help="Add a prior group: N NUTS draws per chain of the prior (the same compiled program, its likelihood "
+                   "switched off by data); 0 = off.")
 @click.option("--ppc-draws", type=int, default=0, show_default=True,
               help="Add posterior_predictive (replicated per-gene mean, variance, zero fraction at N draws per chain, "
                    "evenly thinned) and observed_data groups; 0 = off.")

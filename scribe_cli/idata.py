@@ -62,7 +62,7 @@ def to_inference_data(fit, method: str, dims_of, coords: dict[str, list], *, n_d
 
 
 def prior_inference_data(fit, dims_of, coords: dict[str, list]) -> az.InferenceData:
-    """NUTS draws of the prior program (render(prior_only=True)) as groups ``prior`` and ``sample_stats_prior``,
+    """NUTS draws of the prior (the program with prior_only = 1) as groups ``prior`` and ``sample_stats_prior``,
     with the posterior's dims and coords."""
     arrays = posterior_arrays(fit, "nuts")
     dims = dims_of(arrays)

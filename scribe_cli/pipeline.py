@@ -55,9 +55,11 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
     cell's dataset label and the attrs dataset_key, datasets, cells_per_dataset.
 
     Optional groups: ``log_lik`` adds ``log_likelihood`` (per-cell log likelihood computed in Stan's
-    generated quantities); ``prior_draws`` N > 0 adds ``prior`` and ``sample_stats_prior`` (NUTS on the
-    prior-only program, N draws per chain); ``ppc_draws`` N > 0 adds ``posterior_predictive`` (replicated
-    per-gene statistics at N draws per chain, evenly thinned) and ``observed_data``."""
+    generated quantities); ``prior_draws`` N > 0 adds ``prior`` and ``sample_stats_prior`` (NUTS on the same
+    program with its data switch prior_only, N draws per chain); ``ppc_draws`` N > 0 adds
+    ``posterior_predictive`` (replicated per-gene statistics at N draws per chain, evenly thinned) and
+    ``observed_data``. Both Stan-side groups are data switches of the one program (render): a run that asks
+    for them compiles nothing that a plain run of the configuration has not."""
     check_output_path(output, overwrite)
     _check_groups(program, log_lik, prior_draws, ppc_draws)
     if config.dataset_key is not None:
@@ -69,7 +71,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
     t = time.monotonic()
     user_program = program is not None
     config = config.for_method(opts.method)
-    program = program if user_program else render(config, log_lik=log_lik)
+    program = program if user_program else render(config)
     data = stan_data(config, counts, log_lik=log_lik)
     check_method_size(opts.method, program, data)  # before the compile: refuse in a second, not after minutes
     timings["render"] = time.monotonic() - t
@@ -98,7 +100,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         prior = None
         if prior_draws > 0:
             t = time.monotonic()
-            prior = _sample_prior(config, counts, opts, prior_draws, workdir / "prior", dims_of, coords)
+            prior = sample_prior(compiled.model, config, counts, opts, prior_draws, workdir / "prior", dims_of, coords)
             timings["prior"] = time.monotonic() - t
 
         t = time.monotonic()
@@ -169,23 +171,21 @@ def _check_groups(program: str | None, log_lik: bool, prior_draws: int, ppc_draw
     if program is None:
         return
     if prior_draws > 0:
-        raise UserInputError("--prior-draws needs a rendered program (its prior-only version); drop --stan-file "
-                             "or --prior-draws")
+        raise UserInputError("--prior-draws needs a rendered program (it samples the program with its data switch "
+                             "prior_only); drop --stan-file or --prior-draws")
     if log_lik and not re.search(r"\blog_lik\b", program):
         raise UserInputError("--log-lik with --stan-file needs a generated quantity 'vector[C] log_lik' in the "
                              "program; add it or drop --log-lik")
 
 
-def _sample_prior(config: ModelConfig, counts: Counts, opts: RunOptions, n_draws: int, workdir: Path, dims_of,
-                  coords: dict):
-    """NUTS on the same configuration without the likelihood (same chains and seed), through the same cache."""
-    program = render(config, prior_only=True)
-    compiled = compile_program(program, name=f"{config.model}_prior")
-    log.info("prior model %s (%s); sampling %d prior draws per chain", compiled.key,
-             "cached" if compiled.cached else f"compiled in {compiled.seconds:.1f} s", n_draws)
+def sample_prior(model, config: ModelConfig, counts: Counts, opts: RunOptions, n_draws: int, workdir: Path,
+                 dims_of, coords: dict):
+    """NUTS on ``model``, the compiled render(config), with prior_only = 1 (the likelihood left out; same chains
+    and seed): ``n_draws`` draws per chain of the prior, as InferenceData groups prior and sample_stats_prior."""
+    log.info("sampling %d prior draws per chain (the same program, prior_only = 1)", n_draws)
     workdir.mkdir(parents=True, exist_ok=True)
     prior_opts = replace(opts, method="nuts", draws=n_draws, init="random")
-    fit = run_method(compiled.model, stan_data(config, counts), prior_opts, workdir)
+    fit = run_method(model, stan_data(config, counts, prior_only=True), prior_opts, workdir)
     return prior_inference_data(fit, dims_of, coords)
 
 

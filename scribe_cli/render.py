@@ -76,7 +76,7 @@ _COSTS = {
 }
 
 
-def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
+def _notes(config: ModelConfig, pl: Plan) -> list[str]:
     notes = [f"Parameterization {config.parameterization}: {_SAMPLED[config.parameterization]}."]
     if config.unconstrained:
         notes.append("Base priors (--unconstrained): normals on the link scale (logit / softplus), transformed.")
@@ -106,32 +106,33 @@ def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
                      "dataset, around the ordered population weights.")
     cost = _COSTS["capture_cells_native" if native_capture_terms(config) else pl.form]
     notes.append(f"Likelihood cost: {cost}{' (G D columns (gene, dataset) in place of G)' if pl.dparams and pl.form != 'capture_cells' else ''}.")
-    if log_lik:
-        notes.append("Generated quantities: log_lik, the log likelihood of each cell (full log pmf, components "
-                     "marginalised), for arviz.loo.")
+    notes.append("Data switches, so that one compiled program serves every run: want_log_lik = 1 fills the generated "
+                 "quantity log_lik, the log likelihood of each cell (full log pmf, components marginalised), for "
+                 "arviz.loo (--log-lik; else it is empty); prior_only = 1 leaves the likelihood out of target "
+                 "(--prior-draws).")
     return notes
 
 
-def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = False, prior_only: bool = False,
-           log_lik: bool = False) -> str:
+def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = False) -> str:
     """The Stan program of a (validated) configuration.
+
+    Every program has two data switches (standata.stan_data sets them): ``want_log_lik`` (`scribe run
+    --log-lik`) fills the generated quantity ``log_lik``, a vector[C]: each cell's log likelihood (sum over
+    genes of the full log pmf, log(u!) included, mixture components marginalised), at the cost of the
+    likelihood form (pair forms: one log P(0) sum per draw plus the cell's non-zeros, read through the cells x
+    pairs CSR that the data then hold); without it log_lik has size 0 and nothing is computed. ``prior_only``
+    (`--prior-draws`, calibration.prior_draws) leaves the likelihood out of target: draws from the prior. So
+    a plain run, a --log-lik run and the prior draws share one compiled program.
 
     For tests and benchmarks only (the data then need ``counts_dense``: standata.stan_data(dense=True)):
     ``check_loglik`` adds generated quantities ``log_lik_fast`` (the likelihood term the model block adds to
     target, same expression) and ``log_lik_dense`` (a plain loop of built-in lpmfs over the full matrix);
-    ``dense`` puts that dense loop in the model block instead of the fast likelihood; ``prior_only`` leaves
-    the likelihood out of the model block (draws from the prior, for prior checks).
-
-    ``log_lik`` (`scribe run --log-lik`) adds the generated quantity ``log_lik``, a vector[C]: each cell's
-    log likelihood (sum over genes of the full log pmf, log(u!) included, mixture components marginalised),
-    at the cost of the likelihood form (pair forms: one log P(0) sum per draw plus the cell's non-zeros).
-    The pair forms then need the cells x pairs CSR in the data (standata.stan_data(log_lik=True)).
-    Tests render ``check_loglik`` and ``log_lik`` together, so that one compiled program serves both checks.
+    ``dense`` puts that dense loop in the model block instead of the fast likelihood.
     """
     env = _env()
     pl = plan(config)
     parts: dict[str, list[str]] = {s: [] for s, _ in SECTIONS}
-    for blk in blocks_for(config, check_loglik, dense, prior_only, log_lik):
+    for blk in blocks_for(config, check_loglik, dense):
         module = env.get_template(blk.template).module
         for s, _ in SECTIONS:
             if hasattr(module, s) and s not in blk.skip and (blk.only is None or s in blk.only):
@@ -143,7 +144,7 @@ def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = Fal
         title=_title(config),
         version=__version__,
         config_line=config.describe(program_only=True),
-        notes=_notes(config, pl, log_lik),
+        notes=_notes(config, pl),
         sections=sections,
     )
     return _tidy(text)

@@ -13,10 +13,11 @@ needs depends on its likelihood form (plan.likelihood_form):
 Multi-dataset programs (a dataset axis): D and cell_dataset; with dataset-specific gene parameters the pairs
 are (gene, dataset, count) triples whose pair_gene indexes the genes x datasets matrices column by column.
 
-With ``log_lik`` (the per-cell log likelihood of `scribe run --log-lik`) pairs and capture_shared_p also get
-nz_pair and cell_start (the other forms have them, or the CSR matrix, already).
+pairs and capture_shared_p without mixtures read nz_pair and cell_start only for the per-cell log likelihood of
+`scribe run --log-lik`: with ``log_lik`` they hold the CSR, else they are empty (N = 0, no row pointers).
 
-plus C, G (and K for mixtures), ``prior_<name>`` (two numbers) for every base prior the program samples
+plus C, G (and K for mixtures), the run's switches ``want_log_lik`` and ``prior_only`` (render: one program
+serves the plain run, --log-lik and --prior-draws), ``prior_<name>`` (two numbers) for every base prior the program samples
 from, and the horseshoe / NEG hyperparameters when a hierarchical prior of that family is used. Indices
 are 1-based, as Stan's.
 """
@@ -131,14 +132,17 @@ def rise_table(pair_gene: np.ndarray, pair_count: np.ndarray, pair_weight: np.nd
     )
 
 
-def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = False,
+def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = False, prior_only: bool = False,
               cell_dataset_override: np.ndarray | None = None) -> dict:
     """The data dict for the program ``render(config)`` (``counts``: a data.Counts or a CSR matrix).
 
-    ``dense`` adds the full matrix ``counts_dense`` for the reference programs of render(check_loglik=True
-    or dense=True); only for tests and benchmarks on small matrices. ``log_lik`` adds what the per-cell
-    log likelihood of render(log_lik=True) needs: the cells x pairs CSR (nz_pair, cell_start) for the pair
-    forms that do not have it already (the mixtures and capture_cells do).
+    ``log_lik`` sets want_log_lik: the program then fills its per-cell log likelihood, and the pair forms
+    without a cells x pairs matrix of their own get it (nz_pair, cell_start; empty otherwise). ``prior_only``
+    sets prior_only: the program leaves the likelihood out (prior draws), and the coordinates that
+    plan.scales_log_mean / scales_prob_hyper scale by the posterior's standard errors get offset 0 and
+    multiplier 1, i.e. plain coordinates: the prior is hundreds of those units wide, and NUTS would have to
+    adapt its metric to that. ``dense`` adds the full matrix ``counts_dense`` for the reference programs of
+    render(check_loglik=True or dense=True); only for tests and benchmarks on small matrices.
 
     Programs with a dataset axis (config.dataset_axis) also get D and cell_dataset (1-based); with
     dataset-specific gene parameters (config.dataset_params) their pairs are per (gene, dataset). The datasets come from ``counts.cell_dataset`` (0-based codes) or,
@@ -154,7 +158,7 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         cell_dataset = np.asarray(cell_dataset, dtype=np.int64)
     stats = sparse_stats(X, cell_dataset if config.dataset_params else None)
     form = likelihood_form(config)
-    data: dict = {"C": int(C), "G": int(G)}
+    data: dict = {"C": int(C), "G": int(G), "want_log_lik": int(log_lik), "prior_only": int(prior_only)}
     if config.mixture:
         data["K"] = int(config.components)
     if cell_dataset is not None:
@@ -166,8 +170,11 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         data.update(rise_table(stats.pair_gene, stats.pair_count, stats.pair_weight))
     if form == "capture_shared_p" or split_nonzero:
         data["cell_total"] = stats.cell_total.astype(float)
-    if form == "pairs_mixture" or (form == "capture_shared_p" and (config.mixture or log_lik)) or (form == "pairs" and log_lik):
-        data.update(N=int(stats.nz_pair.size), nz_pair=stats.nz_pair, cell_start=stats.cell_start)
+    if form in ("pairs", "pairs_mixture", "capture_shared_p"):
+        if config.mixture or log_lik:
+            data.update(N=int(stats.nz_pair.size), nz_pair=stats.nz_pair, cell_start=stats.cell_start)
+        else:  # only log_lik reads them
+            data.update(N=0, nz_pair=np.zeros(0, dtype=np.int64), cell_start=np.zeros(0, dtype=np.int64))
     if form == "capture_cells":
         data.update(N=int(stats.nz_gene.size), nz_gene=stats.nz_gene, nz_count=stats.nz_count,
                     cell_start=stats.cell_start)
@@ -183,11 +190,16 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         data.update(gate_split_data(X, shared_p=not config.gene_specific_p))
     if config.prob_split:
         data.update(prob_split_data(X, config.prob_prior))
+    # Prior draws move in plain coordinates (offset 0, multiplier 1): the prior is hundreds of the posterior's
+    # standard errors wide, which NUTS would have to learn through its metric.
     if scales_prob_hyper(config):
-        data.update(prob_hyper_scales(X, config.prob_prior))
+        hyper = prob_hyper_scales(X, config.prob_prior)
+        data.update({k: 0.0 if k.endswith("_offset") else 1.0 for k in hyper} if prior_only else hyper)
     if scales_log_mean(config):
         scales = log_mean_scales(X)
-        if shifts_capture(config):  # log mu - shift sits near the mean count over the prior's mean capture
+        if prior_only:
+            scales = {"log_mu_offset": np.zeros(G), "log_mu_scale": np.ones(G)}
+        elif shifts_capture(config):  # log mu - shift sits near the mean count over the prior's mean capture
             scales["log_mu_offset"] = scales["log_mu_offset"] - np.log(prior_mean_capture(data))
         data.update(scales)
     if dense:

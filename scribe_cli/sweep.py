@@ -198,9 +198,7 @@ def compile_programs(tasks: list[Task]) -> int:
             continue
         config = model_config_from_options(**{k: t.options[k] for k in MODEL_OPTION_NAMES})
         config = config.for_method(t.options["method"])  # as pipeline.run will render it
-        programs.setdefault(render(config, log_lik=bool(t.options["log_lik"])), config.model)
-        if t.options.get("prior_draws"):
-            programs.setdefault(render(config, prior_only=True), f"{config.model}_prior")
+        programs.setdefault(render(config), config.model)  # --log-lik and --prior-draws are data switches of it
     for i, (program, name) in enumerate(programs.items(), 1):
         compiled = compile_program(program, name=name)
         log.info("sweep: program %d/%d %s (%s)", i, len(programs), compiled.key,

@@ -7,7 +7,7 @@ beta_neg_binomial, log_sum_exp for zero inflation and mixtures) over the full ma
 at random parameter points (fixed_param, random inits: uniform(-2, 2) on the unconstrained scale) on a
 small random sparse matrix with many zeros, an all-zero cell and an all-zero gene; they must agree to
 1e-8 relative. scipy (nbinom, betanbinom) recomputes the dense value from the printed parameters as an
-independent third check, and each cell's log_lik (render(log_lik=True), for LOO) against it cell by cell.
+independent third check, and each cell's log_lik (filled with want_log_lik, for LOO) against it cell by cell.
 
 Compiling costs ~10-20 s per program, so the configurations below are chosen to cover every likelihood
 form and every branch of its template (NB / BNB, zero inflation, scalar / gene-specific p, K = 1 / 2,
@@ -28,7 +28,6 @@ from scipy.special import logsumexp
 from scribe_cli.cache import check_program
 from scribe_cli.config import ModelConfig, validate
 from scribe_cli.plan import likelihood_form
-from scribe_cli.render import render
 from scribe_cli.standata import RISE_LIMIT, rise_table, sparse_stats, stan_data
 
 CASES = {
@@ -654,8 +653,10 @@ def test_log_mean_coordinates_leave_the_density_unchanged(compile_stan, counts, 
     assert "multiplier=log_mu_scale>[G] log_mu;" in new_text and "jacobian += sum(log_r)" in new_text
     assert "normal_lupdf(log_r | prior_r[1], prior_r[2]) - sum(log_r)" in new_text and "r ~ lognormal" in old_text
     assert "log_mu" not in old_text and "multiplier=prob_loc_scale> prob_loc;" in old_text
-    # the prior-only program samples the prior, hundreds of the data's scales wide: plain coordinates there
-    assert "multiplier" not in render(config, prior_only=True)
+    # prior draws (prior_only) span hundreds of the data's scales: the same program, in plain coordinates there
+    prior = stan_data(config, counts, prior_only=True)
+    assert prior["prior_only"] == 1 and not np.any(prior["log_mu_offset"]) and np.all(prior["log_mu_scale"] == 1)
+    assert (prior["prob_loc_offset"], prior["prob_loc_scale"]) == (0.0, 1.0)
     model = compile_stan(new_text, name="lik_zinb_prob_horseshoe")
     old_model = compile_stan(old_text, name="lik_zinb_prob_horseshoe_logr")
     data, old_data = reference_data(config, counts), reference_data(old, counts)

@@ -3,23 +3,27 @@ posterior_predictive and observed_data (--ppc-draws).
 
 log_lik is computed in Stan's generated quantities with the cost of each likelihood form (pair forms: one
 sum of log P(0) per draw plus each cell's non-zeros through the cells x pairs CSR); tests/test_likelihoods.py
-checks it against an independent dense per-cell sum with scipy for every form. Here: programs without it are
-unchanged, its dims, and one `scribe run` with every group on the bundled data with short chains.
+checks it against an independent dense per-cell sum with scipy for every form. --log-lik and --prior-draws are
+data switches (want_log_lik, prior_only) of the one program a plain run compiles. Here: that the runs share it
+and a run without them writes what it wrote before (no log_lik, empty CSR data), log_lik's dims, and one
+`scribe run` with every group on the bundled data with short chains.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import arviz as az
 import numpy as np
 import pytest
-from helpers import scribe, small_counts
+from helpers import reference_program, scribe, small_counts
 import scipy.sparse as sp
 from scipy import stats
 
 from scribe_cli.config import ModelConfig, validate
 from scribe_cli.idata import variable_dims
+from scribe_cli.pipeline import _check_groups
 from scribe_cli.plan import likelihood_form
 from scribe_cli.render import render
 from scribe_cli.standata import stan_data
@@ -34,19 +38,47 @@ def counts() -> sp.csr_matrix:
     return small_counts(7)
 
 
-def test_programs_without_log_lik_are_unchanged(counts):
-    """log_lik only appears on request: no per-cell data for the pair forms, no generated quantity."""
+def test_one_program_serves_log_lik_and_prior_draws(counts, toolchain, tmp_path, monkeypatch):
+    """A plain run, a --log-lik run and a --prior-draws run compile (or find in the cache) one program, the text
+    render(config) of `scribe render`; the plain run's posterior has no log_lik and no log_likelihood group."""
+    from scribe_cli import pipeline
+    from scribe_cli.calibration import placeholder_counts
+    from scribe_cli.fit import RunOptions
+
+    config = validate(ModelConfig())  # the shared-p NBDM of the runs below (`--prob-prior none`): compiled once
+    compiled = []
+    real = pipeline.compile_program
+    monkeypatch.setattr(pipeline, "compile_program", lambda program, name: compiled.append(program) or real(program, name))
+    data = replace(placeholder_counts(*counts.shape), X=counts)
+    opts = RunOptions(chains=1, warmup=100, draws=40, seed=5, show_progress=False)
+    runs = {"plain": {}, "log_lik": {"log_lik": True}, "prior": {"prior_draws": 20}}
+    for name, kw in runs.items():
+        pipeline.run(data, config, opts, tmp_path / f"{name}.nc", **kw)
+    assert compiled == [render(config)] * 3
+    plain, with_ll, prior = (az.from_netcdf(tmp_path / f"{name}.nc") for name in runs)
+    assert set(plain.groups()) == {"posterior", "sample_stats"} and "log_lik" not in plain.posterior
+    assert with_ll.log_likelihood["log_lik"].shape == (1, 40, counts.shape[0])
+    assert "log_lik" not in prior.prior and set(prior.prior.data_vars) == set(plain.posterior.data_vars)
+    for name in plain.posterior.data_vars:  # log_lik is generated quantities only: the same draws
+        np.testing.assert_array_equal(with_ll.posterior[name].values, plain.posterior[name].values)
+
+
+def test_switches_off_leave_the_data_empty(counts):
+    """Without --log-lik the pair forms' cells x pairs CSR, which only log_lik reads, has size zero; with it, it
+    is the matrix's. Mixtures read it in their likelihood, and capture_cells has the CSR matrix itself: both
+    always hold it. --prior-draws only sets prior_only (and plain coordinates, test_likelihoods)."""
     for kw in LIKELIHOOD_CASES.values():
         config = validate(ModelConfig(**kw))
-        plain = render(config)
-        assert plain == render(config, log_lik=False)
-        assert "cell_log_factorial" not in plain and " log_lik" not in plain
         data, with_ll = stan_data(config, counts), stan_data(config, counts, log_lik=True)
+        assert (data["want_log_lik"], with_ll["want_log_lik"], data["prior_only"]) == (0, 1, 0)
+        assert stan_data(config, counts, prior_only=True)["prior_only"] == 1
+        assert set(data) == set(with_ll)
+        assert with_ll["N"] == counts.nnz and with_ll["cell_start"].size == counts.shape[0] + 1
         if likelihood_form(config) in ("pairs", "capture_shared_p") and not config.mixture:
-            assert "nz_pair" not in data and {"nz_pair", "cell_start", "N"} <= set(with_ll)
+            assert data["N"] == data["nz_pair"].size == data["cell_start"].size == 0
         else:
-            assert set(data) == set(with_ll)
-    both = render(validate(ModelConfig()), log_lik=True, check_loglik=True)  # the tests' reference programs
+            assert all(np.array_equal(data[k], with_ll[k]) for k in ("N", "cell_start"))
+    both = reference_program(validate(ModelConfig()))  # the tests' reference programs
     assert " log_lik = " in both and " log_lik_fast = " in both and " log_lik_dense = " in both
 
 
@@ -112,7 +144,7 @@ def test_log_likelihood_group_and_loo(full_run, demo_h5ad):
     attrs = idata.posterior.attrs
     groups = json.loads(attrs["output_groups"])
     assert groups["log_likelihood"] is True and groups["prior_draws"] == PRIOR_DRAWS and groups["ppc_draws"] == PPC_DRAWS
-    assert "vector[C] log_lik" in attrs["stan_program"]
+    assert attrs["stan_program"] == render(validate(ModelConfig()))  # the plain run's program
     assert {"prior", "ppc"} <= set(summary["timings"])
 
 
@@ -168,7 +200,7 @@ def test_posterior_predictive_and_observed_data(full_run, demo_h5ad):
 @pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto")
 def test_groups_with_an_approximate_method(demo_h5ad, tmp_path, toolchain):
     """pathfinder draws are one chain: log_lik and posterior_predictive keep that layout; the program is the
-    cached --log-lik program of the NUTS run above."""
+    cached program of the NUTS run above."""
     path = tmp_path / "pf.nc"
     scribe("run", demo_h5ad, "-o", path, "--method", "pathfinder", "--chains", "2", "--draws", "100", "--seed", "3",
            "--quiet", "--log-lik", "--ppc-draws", "5", "--prob-prior", "none")
@@ -187,7 +219,10 @@ def test_run_help_and_refusals(demo_h5ad, tmp_path):
     prog.write_text(render(validate(ModelConfig())))
     res = scribe("run", demo_h5ad, "--stan-file", prog, "--prior-draws", "10", "-o", tmp_path / "x.nc", check=False)
     assert res.returncode == 2 and "--prior-draws" in res.stderr and not (tmp_path / "x.nc").exists()
-    res = scribe("run", demo_h5ad, "--stan-file", prog, "--log-lik", "-o", tmp_path / "y.nc", check=False)
+    _check_groups(prog.read_text(), True, 0, 0)  # a saved rendered program has log_lik (want_log_lik sets it)
+    own = tmp_path / "own.stan"  # a user's program without it
+    own.write_text("data { int<lower=1> C; } parameters { real x; } model { x ~ normal(0, 1); }\n")
+    res = scribe("run", demo_h5ad, "--stan-file", own, "--log-lik", "-o", tmp_path / "y.nc", check=False)
     assert res.returncode == 2 and "log_lik" in res.stderr
     res = scribe("run", demo_h5ad, "--ppc-draws", "-1", "-o", tmp_path / "z.nc", check=False)
     assert res.returncode == 2

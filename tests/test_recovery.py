@@ -275,11 +275,12 @@ def _spec_draws(family, target, rng, n):
 
 @pytest.mark.parametrize("priors", PRIOR_PROGRAMS, ids=["program1", "program2", "program3"])
 def test_prior_draws_match_spec(priors, compile_stan, tmp_path):
-    """Draws of the rendered prior (likelihood left out) against numpy draws of the spec's process, per target:
-    the link-scale value of one element and the family's scale variable, by a two-sample KS test."""
+    """Draws of the rendered program with prior_only = 1 (likelihood left out) against numpy draws of the spec's
+    process, per target: the link-scale value of one element and the family's scale variable, by a two-sample KS
+    test."""
     config = validate(ModelConfig(model="zinb", components=2, bnb=True, **priors))
-    model = compile_stan(render(config, prior_only=True), name="prior_check")
-    data = stan_data(config, sp.csr_matrix(np.array([[1, 0, 2]])))
+    model = compile_stan(render(config), name="prior_check")
+    data = stan_data(config, sp.csr_matrix(np.array([[1, 0, 2]])), prior_only=True)
     # 4 x 300 draws thinned by 8 (nearly independent): a two-sample KS against 100,000 spec draws then rejects at
     # p = 1e-3 from a distance of ~1.95 / sqrt(1,200) = 0.056 between the CDFs, which a misplaced scale or a
     # missing Jacobian exceeds many times over (4 x 500 draws cost ~15 s more per program of the suite's budget)
