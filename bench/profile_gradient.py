@@ -34,11 +34,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def with_profiles(program: str) -> str:
-    """The model block's priors and its likelihood statement (the first `target +=`) in two profile blocks."""
+    """The model block's priors and its likelihood statement (under `if (!prior_only)`, or the first top-level
+    `target +=`) in two profile blocks."""
     start = program.index("\nmodel {\n") + len("\nmodel {\n")
     end = program.index("\n}\n", start)
     body = program[start:end]
-    lik = re.search(r"^  target \+= ", body, flags=re.M)
+    lik = re.search(r"^  if \(!prior_only\) \{$|^  target \+= ", body, flags=re.M)  # the likelihood statement
     if lik is None:
         raise SystemExit("no `target +=` likelihood statement in the model block")
     wrapped = ('  profile("priors") {\n' + body[:lik.start()] + '  }\n  profile("likelihood") {\n'
