@@ -74,6 +74,8 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
                         only=("generated_quantities",) if dense else ("model", "generated_quantities")))
     if dense:
         blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("model",)))
+        for blk in blocks:  # the dense model block reads mu and p: none of them computed in generated quantities only
+            blk.args.update({k: False for k in ("mu_in_gq", "q_in_gq") if k in blk.args})
     if check_loglik:
         blocks.append(Block("likelihoods/dense.stan.j2", dense_args, only=("generated_quantities",)))
     return blocks

@@ -355,6 +355,16 @@ def test_every_dataset_program_passes_stanc(toolchain):
     assert not failures, f"{len(failures)} programs rejected, e.g. {failures[0]}"
 
 
+def test_dense_benchmark_programs_pass_stanc(toolchain):
+    """render(dense=True) (bench/likelihood_scaling.py) puts the dense likelihood in the model block, which reads mu
+    and p: programs whose mu or p otherwise exist only in generated quantities (log mu coordinates, p from its
+    hierarchy's logit) must declare them earlier. It once failed stanc for the default NBDM."""
+    for kw in (dict(model="nbdm"), dict(model="nbdm", prob_prior="gaussian"), dict(model="zinb", gate_prior="neg")):
+        config = validate(ModelConfig(**kw))
+        assert "vector[G] mu = exp(log_mu);" in render(config).split("generated quantities {")[1]  # mu in GQ there
+        check_program(render(config, dense=True))
+
+
 # Dataset axes for the refused combinations: the rules only look at whether a prior is set, so one family
 # per dataset option; the base axes likewise (validate() costs microseconds: 98,304 combinations).
 DATASET_AXES = dict(model=MODELS, parameterization=PARAMETERIZATIONS, components=(1, 2), bnb=(False, True),
