@@ -19,34 +19,17 @@ ESS_MIN_PER_CHAIN = 100
 EBFMI_MIN = 0.3
 
 
-def _extreme(arrays, fn) -> float:
-    values = [float(fn(a)) for a in arrays if a.size and not np.isnan(a).all()]
-    return fn(np.array(values)) if values else float("nan")
-
-
-def _where(arrays, labels, arg) -> str | None:
-    """The label of the scalar that holds the extreme (``arg``: np.nanargmax / np.nanargmin) over ``arrays``
-    (one per variable, aligned with ``labels``, callables giving a scalar's label from its flat index)."""
-    best, where = None, None
-    pick = np.nanmax if arg is np.nanargmax else np.nanmin
+def _extreme(arrays, labels, largest: bool) -> tuple[float, str | None]:
+    """The largest (or smallest) figure over ``arrays`` (one per variable, NaN ignored) and the label of the scalar
+    that holds it (``labels``: per variable, a function from a scalar's flat index to its label)."""
+    best, where = float("nan"), None
     for a, label in zip(arrays, labels):
         if not a.size or np.isnan(a).all():
             continue
-        v = float(pick(a))
-        if best is None or (v > best if arg is np.nanargmax else v < best):
-            best, where = v, label(int(arg(a)))
-    return where
-
-
-def scalar_label(name: str, var, flat: int) -> str:
-    """az.summary's label of one scalar of a posterior variable (``var``: its DataArray, chain and draw first),
-    e.g. r[CD74] for a gene-level variable: the scalar that fails a verdict, named as the summary table names it."""
-    dims = var.dims[2:]
-    if not dims:
-        return name
-    idx = np.unravel_index(flat, [var.sizes[d] for d in dims])
-    coords = [var.coords[d].values[i] if d in var.coords else i for d, i in zip(dims, idx)]
-    return f"{name}[{', '.join(map(str, coords))}]"
+        i = int(np.nanargmax(a) if largest else np.nanargmin(a))
+        if where is None or (a[i] > best if largest else a[i] < best):
+            best, where = float(a[i]), label(i)
+    return best, where
 
 
 def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None = None, *,
@@ -69,13 +52,10 @@ def convergence(idata: az.InferenceData, method: str, max_treedepth: int | None 
             # fits; monotone copies (mu of log_mu) have the same rank figures and are skipped
             arrays = rank_diagnostics.distinct(rank_diagnostics.scalars(post))
             per_var = [rank_diagnostics.diagnose(x) for x in arrays.values()]
-            labels = [lambda i, n=n: scalar_label(n, post[n].transpose("chain", "draw", ...), i) for n in arrays]
-        out["max_rhat"] = _extreme([d[0] for d in per_var], np.nanmax)
-        out["min_ess_bulk"] = _extreme([d[1] for d in per_var], np.nanmin)
-        out["min_ess_tail"] = _extreme([d[2] for d in per_var], np.nanmin)
-        out["worst"] = {"rhat": _where([d[0] for d in per_var], labels, np.nanargmax),
-                        "ess_bulk": _where([d[1] for d in per_var], labels, np.nanargmin),
-                        "ess_tail": _where([d[2] for d in per_var], labels, np.nanargmin)}
+            labels = [lambda i, n=n: rank_diagnostics.scalar_labels(n, post[n])[i] for n in arrays]
+        out["worst"] = {}
+        for j, (key, largest) in enumerate((("max_rhat", True), ("min_ess_bulk", False), ("min_ess_tail", False))):
+            out[key], out["worst"][key.split("_", 1)[1]] = _extreme([d[j] for d in per_var], labels, largest)
         stats = idata.sample_stats
         out["divergences"] = int(stats["diverging"].values.sum())
         if max_treedepth is not None and "tree_depth" in stats:

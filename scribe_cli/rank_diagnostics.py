@@ -10,6 +10,7 @@ them to ArviZ's values.
 
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -178,6 +179,16 @@ def distinct(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             if sx is not None:
                 kept_steps.append(sx)
     return kept
+
+
+def scalar_labels(name: str, var) -> list[str]:
+    """az.summary's label of each scalar of a posterior variable (a DataArray with chain and draw dims), in the
+    order of its flattened non-sample axes: r[CD74], capture[AAAC-1], or the bare name of a scalar variable."""
+    dims = [d for d in var.dims if d not in ("chain", "draw")]
+    if not dims:
+        return [name]
+    coords = [var.coords[d].values if d in var.coords else np.arange(var.sizes[d]) for d in dims]
+    return [f"{name}[{', '.join(map(str, combo))}]" for combo in itertools.product(*coords)]
 
 
 def scalars(ds) -> dict[str, np.ndarray]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -59,10 +58,8 @@ def parameter_table(idata: az.InferenceData, var_names: list[str] | None = None,
     tables = []
     for name in names:  # one variable at a time: no second copy of the whole posterior
         var = post[name].transpose("chain", "draw", ...)
-        dims = var.dims[2:]
         x = var.values.reshape(var.shape[0], var.shape[1], -1)
-        coords = [var.coords[d].values if d in var.coords else np.arange(var.sizes[d]) for d in dims]
-        labels = [f"{name}[{', '.join(map(str, combo))}]" if dims else name for combo in itertools.product(*coords)]
+        labels = rank_diagnostics.scalar_labels(name, var)
         flat = x.reshape(-1, x.shape[2])
         lower, upper = rank_diagnostics.hdi(x, 0.9)
         columns = {"mean": flat.mean(axis=0), "sd": flat.std(axis=0, ddof=1), "hdi_5%": lower, "hdi_95%": upper}
