@@ -66,13 +66,12 @@ def perf_report(exe: str, data: dict, iterations: int, seed: int, top: int = 25)
 
 
 def main() -> None:
-    import anndata
     import pandas as pd
-    import scipy.sparse as sp
 
     from scribe_cli.cache import compile_program
     from scribe_cli.cli_options import default_prob_prior
     from scribe_cli.config import ModelConfig, validate
+    from scribe_cli.data import read_counts
     from scribe_cli.render import render
     from scribe_cli.standata import stan_data
 
@@ -88,8 +87,10 @@ def main() -> None:
     options = {"model": args.model, **json.loads(args.options)}
     options.setdefault("prob_prior", default_prob_prior(options.get("parameterization", "canonical")))
     config = validate(ModelConfig(**options))
-    X = sp.csr_matrix(anndata.read_h5ad(args.h5ad).X)
-    data = stan_data(config, X)
+    # read as `scribe run` reads it, so that a joint model (options "dataset_key") gets its cells' datasets
+    counts = read_counts(args.h5ad, dataset_key=config.dataset_key)
+    X = counts.X
+    data = stan_data(config, counts)
     if args.perf:
         perf_report(compile_program(render(config), name=args.model).model.exe_file, data, args.samples, args.seed)
         return

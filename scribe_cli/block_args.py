@@ -246,7 +246,7 @@ def logit_p_expr(config: ModelConfig, pl: Plan) -> str:
     return "prob_link" if links_p_per_gene(config, pl) else "logit(p)"
 
 
-def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool) -> dict:
+def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: bool = False) -> dict:
     if pl.p_scalar:
         rep = "rep_matrix({}, G, K)" if pl.mix else "rep_vector({}, G)"
         log_p, log1m_p = rep.format("log(p)"), rep.format("log1m(p)")
@@ -272,6 +272,7 @@ def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool) -> dict:
         "alpha": "(kappa - 1) .* mu ./ r",
         "assignments": config.assignments,
         "check_loglik": check_loglik,
+        "log_lik": log_lik,
         "dparams": pl.dparams,
         "dweights": pl.dweights,
         "log_weights": "cell_log_weights(dataset_weights, cell_dataset)" if pl.dweights else "log(weights)",

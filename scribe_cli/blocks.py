@@ -34,11 +34,12 @@ class Block:
     skip: tuple[str, ...] = ()
 
 
-def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = False) -> list[Block]:
-    """The template blocks of a configuration, in program order (check_loglik / dense: see render)."""
+def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = False,
+               log_lik: bool = False) -> list[Block]:
+    """The template blocks of a configuration, in program order (check_loglik / dense / log_lik: see render)."""
     pl = plan(config)
     likelihood = f"likelihoods/{pl.form}.stan.j2"
-    lik_args = likelihood_args(config, pl, check_loglik)
+    lik_args = likelihood_args(config, pl, check_loglik, log_lik)
     blocks = [Block(likelihood, lik_args, skip=("model", "generated_quantities"))]
     dense_args = {"vcp": config.variable_capture, "bnb": config.bnb, "zi": config.zero_inflated, "mix": pl.mix,
                   "t": "matrix" if pl.mix or pl.dparams else "vector", "dparams": pl.dparams, "dweights": pl.dweights,

@@ -82,12 +82,14 @@ _model_config = model_config_from_options
 @main.command()
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the program here instead of stdout.")
-def render(output, **model_kw):
+@click.option("--log-lik", is_flag=True,
+              help="Include the generated quantity log_lik (each cell's log likelihood): the program `scribe run --log-lik` compiles.")
+def render(output, log_lik, **model_kw):
     """Print the Stan program of a configuration (nothing is compiled or run)."""
     from .render import render as render_program
 
     try:
-        text = render_program(_model_config(**model_kw))
+        text = render_program(_model_config(**model_kw), log_lik=log_lik)
         if output:
             from .idata import check_output_path
 
@@ -164,8 +166,8 @@ def _load_config_file(ctx, _param, value):
 @click.option("--max-treedepth", type=int, default=10, show_default=True, help="NUTS maximum tree depth.")
 @click.option("--float32", is_flag=True, help="Store cell-level arrays as float32 (halves large outputs).")
 @click.option("--log-lik", is_flag=True,
-              help="Add a log_likelihood group: log_lik per cell and draw (computed in Stan), for arviz.loo. A data "
-                   "switch of the run's program: nothing more is compiled.")
+              help="Add a log_likelihood group: log_lik per cell and draw (computed in Stan), for arviz.loo. Its "
+                   "generated quantity is a program of its own, compiled once per configuration.")
 @click.option("--prior-draws", type=int, default=0, show_default=True,
               help="Add a prior group: N NUTS draws per chain of the prior (the same compiled program, its likelihood "
                    "switched off by data); 0 = off.")

@@ -67,7 +67,10 @@ def prior_inference_data(fit, dims_of, coords: dict[str, list]) -> az.InferenceD
     arrays = posterior_arrays(fit, "nuts")
     dims = dims_of(arrays)
     used = {d for ds in dims.values() for d in ds}
-    return az.from_cmdstanpy(prior=fit, coords={k: v for k, v in coords.items() if k in used}, dims=dims)
+    prior = az.from_cmdstanpy(prior=fit, coords={k: v for k, v in coords.items() if k in used}, dims=dims)
+    if "log_lik" in prior.prior:  # a --log-lik program's per-cell likelihood: of the data, not of the prior
+        prior.prior = prior.prior.drop_vars("log_lik")
+    return prior
 
 
 def _to_inference_data(fit, method: str, dims_of, coords: dict[str, list], *, n_draws: int | None = None,

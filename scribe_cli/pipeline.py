@@ -58,8 +58,9 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
     generated quantities); ``prior_draws`` N > 0 adds ``prior`` and ``sample_stats_prior`` (NUTS on the same
     program with its data switch prior_only, N draws per chain); ``ppc_draws`` N > 0 adds
     ``posterior_predictive`` (replicated per-gene statistics at N draws per chain, evenly thinned) and
-    ``observed_data``. Both Stan-side groups are data switches of the one program (render): a run that asks
-    for them compiles nothing that a plain run of the configuration has not."""
+    ``observed_data``. The prior draws are a data switch of the run's program (render): they compile nothing
+    more; --log-lik renders its generated quantity into the program (one more program per configuration,
+    compiled once: the cache keeps both)."""
     check_output_path(output, overwrite)
     _check_groups(program, log_lik, prior_draws, ppc_draws)
     if config.dataset_key is not None:
@@ -71,7 +72,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
     t = time.monotonic()
     user_program = program is not None
     config = config.for_method(opts.method)
-    program = program if user_program else render(config)
+    program = program if user_program else render(config, log_lik=log_lik)
     data = stan_data(config, counts, log_lik=log_lik)
     check_method_size(opts.method, program, data)  # before the compile: refuse in a second, not after minutes
     timings["render"] = time.monotonic() - t
@@ -100,7 +101,8 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         prior = None
         if prior_draws > 0:
             t = time.monotonic()
-            prior = sample_prior(compiled.model, config, counts, opts, prior_draws, workdir / "prior", dims_of, coords)
+            prior = sample_prior(compiled.model, config, counts, opts, prior_draws, workdir / "prior", dims_of, coords,
+                                 log_lik=log_lik)
             timings["prior"] = time.monotonic() - t
 
         t = time.monotonic()
@@ -179,13 +181,14 @@ def _check_groups(program: str | None, log_lik: bool, prior_draws: int, ppc_draw
 
 
 def sample_prior(model, config: ModelConfig, counts: Counts, opts: RunOptions, n_draws: int, workdir: Path,
-                 dims_of, coords: dict):
-    """NUTS on ``model``, the compiled render(config), with prior_only = 1 (the likelihood left out; same chains
-    and seed): ``n_draws`` draws per chain of the prior, as InferenceData groups prior and sample_stats_prior."""
+                 dims_of, coords: dict, log_lik: bool = False):
+    """NUTS on ``model``, the compiled render(config, log_lik=log_lik), with prior_only = 1 (the likelihood left
+    out; same chains and seed): ``n_draws`` draws per chain of the prior, as InferenceData groups prior and
+    sample_stats_prior (without log_lik, which is the posterior's)."""
     log.info("sampling %d prior draws per chain (the same program, prior_only = 1)", n_draws)
     workdir.mkdir(parents=True, exist_ok=True)
     prior_opts = replace(opts, method="nuts", draws=n_draws, init="random")
-    fit = run_method(model, stan_data(config, counts, prior_only=True), prior_opts, workdir)
+    fit = run_method(model, stan_data(config, counts, log_lik=log_lik, prior_only=True), prior_opts, workdir)
     return prior_inference_data(fit, dims_of, coords)
 
 

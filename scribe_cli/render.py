@@ -76,7 +76,7 @@ _COSTS = {
 }
 
 
-def _notes(config: ModelConfig, pl: Plan) -> list[str]:
+def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
     notes = [f"Parameterization {config.parameterization}: {_SAMPLED[config.parameterization]}."]
     if config.unconstrained:
         notes.append("Base priors (--unconstrained): normals on the link scale (logit / softplus), transformed.")
@@ -106,23 +106,24 @@ def _notes(config: ModelConfig, pl: Plan) -> list[str]:
                      "dataset, around the ordered population weights.")
     cost = _COSTS["capture_cells_native" if native_capture_terms(config) else pl.form]
     notes.append(f"Likelihood cost: {cost}{' (G D columns (gene, dataset) in place of G)' if pl.dparams and pl.form != 'capture_cells' else ''}.")
-    notes.append("Data switches, so that one compiled program serves every run: want_log_lik = 1 fills the generated "
-                 "quantity log_lik, the log likelihood of each cell (full log pmf, components marginalised), for "
-                 "arviz.loo (--log-lik; else it is empty); prior_only = 1 leaves the likelihood out of target "
-                 "(--prior-draws).")
+    if log_lik:
+        notes.append("Generated quantities: log_lik, the log likelihood of each cell (full log pmf, components "
+                     "marginalised), for arviz.loo.")
+    notes.append("Data switch prior_only = 1 leaves the likelihood out of target (--prior-draws): the prior draws "
+                 "use this compiled program.")
     return notes
 
 
-def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = False) -> str:
+def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = False, log_lik: bool = False) -> str:
     """The Stan program of a (validated) configuration.
 
-    Every program has two data switches (standata.stan_data sets them): ``want_log_lik`` (`scribe run
-    --log-lik`) fills the generated quantity ``log_lik``, a vector[C]: each cell's log likelihood (sum over
-    genes of the full log pmf, log(u!) included, mixture components marginalised), at the cost of the
-    likelihood form (pair forms: one log P(0) sum per draw plus the cell's non-zeros, read through the cells x
-    pairs CSR that the data then hold); without it log_lik has size 0 and nothing is computed. ``prior_only``
-    (`--prior-draws`, calibration.prior_draws) leaves the likelihood out of target: draws from the prior. So
-    a plain run, a --log-lik run and the prior draws share one compiled program.
+    Every program has the data switch ``prior_only`` (standata.stan_data sets it; `--prior-draws`,
+    calibration.prior_draws): it leaves the likelihood out of target, so the prior draws share the run's compiled
+    program. ``log_lik`` (`scribe run --log-lik`) adds the generated quantity ``log_lik``, a vector[C]: each cell's
+    log likelihood (sum over genes of the full log pmf, log(u!) included, mixture components marginalised), at
+    the cost of the likelihood form (pair forms: one log P(0) sum per draw plus the cell's non-zeros, read
+    through the cells x pairs CSR that standata.stan_data(log_lik=True) adds). It is program text, not a data
+    switch: its C++ costs every compile ~7 s (17-20%), which the runs without it should not pay.
 
     For tests and benchmarks only (the data then need ``counts_dense``: standata.stan_data(dense=True)):
     ``check_loglik`` adds generated quantities ``log_lik_fast`` (the likelihood term the model block adds to
@@ -132,7 +133,7 @@ def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = Fal
     env = _env()
     pl = plan(config)
     parts: dict[str, list[str]] = {s: [] for s, _ in SECTIONS}
-    for blk in blocks_for(config, check_loglik, dense):
+    for blk in blocks_for(config, check_loglik, dense, log_lik):
         module = env.get_template(blk.template).module
         for s, _ in SECTIONS:
             if hasattr(module, s) and s not in blk.skip and (blk.only is None or s in blk.only):
@@ -144,7 +145,7 @@ def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = Fal
         title=_title(config),
         version=__version__,
         config_line=config.describe(program_only=True),
-        notes=_notes(config, pl),
+        notes=_notes(config, pl, log_lik),
         sections=sections,
     )
     return _tidy(text)

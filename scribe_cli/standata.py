@@ -13,11 +13,11 @@ needs depends on its likelihood form (plan.likelihood_form):
 Multi-dataset programs (a dataset axis): D and cell_dataset; with dataset-specific gene parameters the pairs
 are (gene, dataset, count) triples whose pair_gene indexes the genes x datasets matrices column by column.
 
-pairs and capture_shared_p without mixtures read nz_pair and cell_start only for the per-cell log likelihood of
-`scribe run --log-lik`: with ``log_lik`` they hold the CSR, else they are empty (N = 0, no row pointers).
+With ``log_lik`` (the per-cell log likelihood of `scribe run --log-lik`) pairs and capture_shared_p also get
+nz_pair and cell_start (the other forms have them, or the CSR matrix, already).
 
-plus C, G (and K for mixtures), the run's switches ``want_log_lik`` and ``prior_only`` (render: one program
-serves the plain run, --log-lik and --prior-draws), ``prior_<name>`` (two numbers) for every base prior the program samples
+plus C, G (and K for mixtures), the run's switch ``prior_only`` (render: the plain run and --prior-draws share
+one program), ``prior_<name>`` (two numbers) for every base prior the program samples
 from, and the horseshoe / NEG hyperparameters when a hierarchical prior of that family is used. Indices
 are 1-based, as Stan's.
 """
@@ -136,8 +136,9 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
               cell_dataset_override: np.ndarray | None = None) -> dict:
     """The data dict for the program ``render(config)`` (``counts``: a data.Counts or a CSR matrix).
 
-    ``log_lik`` sets want_log_lik: the program then fills its per-cell log likelihood, and the pair forms
-    without a cells x pairs matrix of their own get it (nz_pair, cell_start; empty otherwise). ``prior_only``
+    ``log_lik`` adds what the per-cell log likelihood of render(log_lik=True) needs: the cells x pairs CSR
+    (nz_pair, cell_start) for the pair forms that do not have it already (the mixtures and capture_cells do).
+    ``prior_only``
     sets prior_only: the program leaves the likelihood out (prior draws), and the coordinates that
     plan.scales_log_mean / scales_prob_hyper scale by the posterior's standard errors get offset 0 and
     multiplier 1, i.e. plain coordinates: the prior is hundreds of those units wide, and NUTS would have to
@@ -158,7 +159,7 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         cell_dataset = np.asarray(cell_dataset, dtype=np.int64)
     stats = sparse_stats(X, cell_dataset if config.dataset_params else None)
     form = likelihood_form(config)
-    data: dict = {"C": int(C), "G": int(G), "want_log_lik": int(log_lik), "prior_only": int(prior_only)}
+    data: dict = {"C": int(C), "G": int(G), "prior_only": int(prior_only)}
     if config.mixture:
         data["K"] = int(config.components)
     if cell_dataset is not None:
@@ -170,11 +171,8 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         data.update(rise_table(stats.pair_gene, stats.pair_count, stats.pair_weight))
     if form == "capture_shared_p" or split_nonzero:
         data["cell_total"] = stats.cell_total.astype(float)
-    if form in ("pairs", "pairs_mixture", "capture_shared_p"):
-        if config.mixture or log_lik:
-            data.update(N=int(stats.nz_pair.size), nz_pair=stats.nz_pair, cell_start=stats.cell_start)
-        else:  # only log_lik reads them
-            data.update(N=0, nz_pair=np.zeros(0, dtype=np.int64), cell_start=np.zeros(0, dtype=np.int64))
+    if form in ("pairs", "pairs_mixture", "capture_shared_p") and (config.mixture or log_lik):
+        data.update(N=int(stats.nz_pair.size), nz_pair=stats.nz_pair, cell_start=stats.cell_start)
     if form == "capture_cells":
         data.update(N=int(stats.nz_gene.size), nz_gene=stats.nz_gene, nz_count=stats.nz_count,
                     cell_start=stats.cell_start)

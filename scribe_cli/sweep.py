@@ -198,7 +198,8 @@ def compile_programs(tasks: list[Task]) -> int:
             continue
         config = model_config_from_options(**{k: t.options[k] for k in MODEL_OPTION_NAMES})
         config = config.for_method(t.options["method"])  # as pipeline.run will render it
-        programs.setdefault(render(config), config.model)  # --log-lik and --prior-draws are data switches of it
+        # --prior-draws is a data switch of the program; --log-lik renders one more
+        programs.setdefault(render(config, log_lik=bool(t.options["log_lik"])), config.model)
     for i, (program, name) in enumerate(programs.items(), 1):
         compiled = compile_program(program, name=name)
         log.info("sweep: program %d/%d %s (%s)", i, len(programs), compiled.key,

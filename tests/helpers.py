@@ -18,20 +18,19 @@ def scribe(*args, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def reference_program(config, **kw) -> str:
-    """The test programs' text: the configuration's program plus its likelihood checks (log_lik_fast, log_lik_dense;
-    each cell's log_lik is in every program, and reference_data asks for it). Every test that evaluates a
+    """The test programs' text: the configuration's program plus its likelihood checks (log_lik_fast, log_lik_dense)
+    and each cell's log_lik. Every test that evaluates a
     configuration's likelihood renders it this way, so one compiled program (content-hash cache) serves the dense,
     per-cell, gradient and recovery tests of a configuration: a compile costs 40-90 CPU-s (the C++ front end's
     template instantiation; -O0 in place of -O3 saves ~10%), the extra generated quantities ~15% of that and nothing
     at run time on these small matrices."""
     from scribe_cli.render import render
 
-    return render(config, check_loglik=True, **kw)
+    return render(config, check_loglik=True, log_lik=True, **kw)
 
 
 def reference_data(config, counts, **kw) -> dict:
-    """The data of reference_program: the full matrix for the dense check, and want_log_lik with the cells x pairs
-    CSR that log_lik reads."""
+    """The data of reference_program: the full matrix for the dense check and the cells x pairs CSR for log_lik."""
     from scribe_cli.standata import stan_data
 
     return stan_data(config, counts, dense=True, log_lik=True, **kw)

@@ -7,7 +7,7 @@ beta_neg_binomial, log_sum_exp for zero inflation and mixtures) over the full ma
 at random parameter points (fixed_param, random inits: uniform(-2, 2) on the unconstrained scale) on a
 small random sparse matrix with many zeros, an all-zero cell and an all-zero gene; they must agree to
 1e-8 relative. scipy (nbinom, betanbinom) recomputes the dense value from the printed parameters as an
-independent third check, and each cell's log_lik (filled with want_log_lik, for LOO) against it cell by cell.
+independent third check, and each cell's log_lik (for LOO) against it cell by cell.
 
 Compiling costs ~10-20 s per program, so the configurations below are chosen to cover every likelihood
 form and every branch of its template (NB / BNB, zero inflation, scalar / gene-specific p, K = 1 / 2,

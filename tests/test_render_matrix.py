@@ -81,9 +81,10 @@ def _block_key(block: Block) -> str:
     return json.dumps([block.template, block.args, block.only, block.skip], sort_keys=True, default=str)
 
 
-def _block_pairs(config: ModelConfig, check_loglik: bool = False, dense: bool = False) -> frozenset:
+def _block_pairs(config: ModelConfig, check_loglik: bool = False, dense: bool = False,
+                 log_lik: bool = False) -> frozenset:
     """The template blocks of render(config, ...), each alone and each pair of them."""
-    keys = sorted({_block_key(b) for b in blocks_for(validate(config), check_loglik, dense)})
+    keys = sorted({_block_key(b) for b in blocks_for(validate(config), check_loglik, dense, log_lik)})
     return frozenset({(a,) for a in keys} | set(itertools.combinations(keys, 2)))
 
 
@@ -188,7 +189,6 @@ def test_data_and_names_match_programs(toolchain):
         expected |= {"omega", "kappa"} if config.bnb else set()
         expected |= {"weights"} if config.mixture else set()
         expected |= {"assignment_prob"} if config.assignments else set()
-        expected |= {"log_lik"}  # every program has it, filled with want_log_lik (--log-lik)
         for target, family in config.hierarchical().items():
             expected |= {f"{target}_z", {"gaussian": f"{target}_sigma", "horseshoe": f"{target}_tau",
                                          "neg": f"{target}_psi"}[family]}
@@ -221,10 +221,10 @@ def test_variable_dims_with_components():
 # The rotation also sets the options that only change other blocks: --unconstrained in rotation 1, the
 # gene-level prob / gate priors (where the dataset-level one is off) in rotations 1 and 2, the gene-level
 # overdispersion prior (horseshoe / neg). 1,308 joint programs; mixtures with --dataset-key alone: every
-# model x parameterization x --bnb x --assignments in the three rotations (192); and the check_loglik variants
-# of the richest pattern per model x parameterization x --bnb x p mode (and of the mixtures), which add
-# generated quantities and data, and its dense=True (benchmarks) variants, which change the model block.
-# (--log-lik and --prior-draws are data switches: every program above has them.)
+# model x parameterization x --bnb x --assignments in the three rotations (192); and the log_lik and
+# check_loglik variants of the richest pattern per model x parameterization x --bnb x p mode (and of the
+# mixtures), which add generated quantities and data, and its dense=True (benchmarks) variants, which change
+# the model block. (--prior-draws is a data switch: every program above has it.)
 FAMILIES = ("gaussian", "horseshoe", "neg")
 PROB_MODES = ("scalar", "gene_specific", "two_level")
 
@@ -307,7 +307,7 @@ def test_dataset_matrix_size_and_validity():
 
 def _variant_configs():
     """The richest pattern per model x parameterization x bnb x p mode (every applicable dataset target on,
-    families of rotation 0) and the mixtures of rotation 0: rendered with check_loglik and dense too."""
+    families of rotation 0) and the mixtures of rotation 0: rendered with log_lik, check_loglik and dense too."""
     best = {}
     for c in dataset_configs(rotations=(0,)):
         key = (c.model, c.parameterization, c.bnb, c.prob_dataset_prior != "none" and c.prob_dataset_mode)
@@ -320,8 +320,8 @@ def _variant_configs():
 @pytest.mark.timeout(1800)
 def test_every_dataset_program_passes_stanc(toolchain):
     """Render the dataset programs (see the comment above), each distinct, and check with stanc, two at a time,
-    the subset that covers every pair of their template blocks (pairwise_cover: 1,295 of 1,500, and 310 of the
-    336 variants with check_loglik or dense); with --dataset-key alone (K = 1) the
+    the subset that covers every pair of their template blocks (pairwise_cover: 1,295 of 1,500, and 456 of the
+    504 variants with log_lik, check_loglik or dense); with --dataset-key alone (K = 1) the
     program is the single-dataset one."""
     configs = dataset_configs() + dataset_mixture_configs()
     seen, rendered = {}, {}
@@ -331,7 +331,7 @@ def test_every_dataset_program_passes_stanc(toolchain):
         seen[program] = config.describe()
     jobs = {rendered[config]: config.describe() for config in pairwise_cover(configs)}  # program -> description
     variants = [(config, kw) for config in _variant_configs()
-                for kw in (dict(check_loglik=True), dict(dense=True))]
+                for kw in (dict(log_lik=True), dict(check_loglik=True), dict(dense=True))]
     for config, kw in pairwise_cover(variants, lambda item: _block_pairs(item[0], **item[1])):
         jobs[render(validate(config), **kw)] = f"{config.describe()} {kw}"
     for config in valid_configs():
@@ -456,29 +456,32 @@ def _representative_dataset_configs():
 
 @pytest.mark.timeout(900)
 def test_dataset_data_and_names_match_programs(toolchain):
-    """stan_data of a dataset program (plain, with log_lik and for prior draws) provides exactly the data it
-    declares, and the variables follow the naming convention of docs/models.md and datasets.md."""
+    """stan_data of a dataset program (plain, for prior draws, and with log_lik for a fifth of them) provides
+    exactly the data it declares, and the variables follow the naming convention of docs/models.md and
+    datasets.md."""
     X = _tiny_counts()
     cell_dataset = np.array([1, 0, 1, 0, 1])  # 0-based; D = 2
     configs = _representative_dataset_configs()
 
-    def info(config):
-        return config, check_program(render(validate(config)))
+    def info(job):
+        config, log_lik = job
+        return config, log_lik, check_program(render(validate(config), log_lik=log_lik))
 
+    jobs = [(c, False) for c in configs] + [(c, True) for c in configs[::5]]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(info, configs))
-    for config, inf in results:
+        results = list(pool.map(info, jobs))
+    for config, log_lik, inf in results:
         declared = set(inf["inputs"])
-        for switch in ({}, {"log_lik": True}, {"prior_only": True}):
-            data = stan_data(config, X, **switch, cell_dataset_override=cell_dataset)
-            assert declared == set(data), (config.describe(), switch, declared ^ set(data))
+        for prior_only in (False, True):
+            data = stan_data(config, X, log_lik=log_lik, prior_only=prior_only, cell_dataset_override=cell_dataset)
+            assert declared == set(data), (config.describe(), log_lik, declared ^ set(data))
         assert data["D"] == 2 and list(data["cell_dataset"]) == [2, 1, 2, 1, 2]
         names = set(inf["parameters"]) | set(inf["transformed parameters"]) | set(inf["generated quantities"])
         expected = {"r", "mu", "p"} | ({"phi"} if config.parameterization == "mean-odds" else set())
         expected |= {"gate"} if config.zero_inflated else set()
         expected |= {"omega", "kappa"} if config.bnb else set()
         expected |= {"weights", "dataset_weights"} if config.mixture else set()
-        expected |= {"log_lik"}
+        expected |= {"log_lik"} if log_lik else set()
         for target, family in config.dataset_priors().items():
             T = f"{target}_dataset"
             expected |= {f"{T}_z", {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_lambda_tilde", "neg": f"{T}_psi"}[family]}
