@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scribe_cli.cache import compile_program  # noqa: E402
+from scribe_cli.centring import log_mean_scales  # noqa: E402
 from scribe_cli.config import ModelConfig, validate  # noqa: E402
 from scribe_cli.data import read_counts  # noqa: E402
 from scribe_cli.render import render  # noqa: E402
@@ -53,18 +54,12 @@ def replace_once(text: str, old: str, new: str) -> str:
 
 
 def column_scales(counts, data: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Per (gene, dataset): log((mean count + 0.5 / n) / mean prior capture) and its standard error."""
-    X, ds = counts.X, np.asarray(counts.cell_dataset)
-    D, G = int(ds.max()) + 1, X.shape[1]
-    off, sc = np.zeros((G, D)), np.ones((G, D))
-    for d in range(D):
-        Xd = X[ds == d]
-        n = Xd.shape[0]
-        m = np.asarray(Xd.mean(0)).ravel()
-        v = np.asarray(Xd.multiply(Xd).mean(0)).ravel() - m ** 2
-        off[:, d] = np.log(m + 0.5 / n) - np.log(prior_mean_capture(data))
-        sc[:, d] = np.clip(np.sqrt(np.maximum(v, m + 1e-3) / n) / (m + 0.5 / n), 0.01, 1.0)
-    return off, sc
+    """Per (gene, dataset): centring.log_mean_scales of the dataset's cells (the single-dataset programs' log mu
+    coordinates), the offset moved by the prior's mean capture as standata does under the capture shift."""
+    ds = np.asarray(counts.cell_dataset)
+    columns = [log_mean_scales(counts.X[ds == d]) for d in range(int(ds.max()) + 1)]
+    offset = np.column_stack([c["log_mu_offset"] for c in columns]) - np.log(prior_mean_capture(data))
+    return offset, np.column_stack([c["log_mu_scale"] for c in columns])
 
 
 def variant_program(program: str, variant: str, counts, data: dict, seed: int) -> tuple[str, dict | None]:

@@ -138,8 +138,7 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
 
     ``log_lik`` adds what the per-cell log likelihood of render(log_lik=True) needs: the cells x pairs CSR
     (nz_pair, cell_start) for the pair forms that do not have it already (the mixtures and capture_cells do).
-    ``prior_only``
-    sets prior_only: the program leaves the likelihood out (prior draws), and the coordinates that
+    ``prior_only`` sets prior_only: the program leaves the likelihood out (prior draws), and the coordinates that
     plan.scales_log_mean / scales_prob_hyper scale by the posterior's standard errors get offset 0 and
     multiplier 1, i.e. plain coordinates: the prior is hundreds of those units wide, and NUTS would have to
     adapt its metric to that. ``dense`` adds the full matrix ``counts_dense`` for the reference programs of
