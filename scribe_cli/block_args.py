@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
 from .plan import (GD, Plan, as_gd, lift_shape, marginal_neg, native_capture_terms, neg_forms, output_only,
-                   samples_log_mean, scales_log_mean, scales_prob_hyper, shifts_capture, splits_nonzero_terms, times_shape)
+                   samples_dataset_log_mean, samples_log_mean, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper,
+                   shifts_capture, splits_dataset_gate, splits_nonzero_terms, times_shape)
 
 # Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
 # population centre (None: expression has one centre per gene, with the base prior), the Gaussian s_raw prior.
@@ -25,7 +26,9 @@ def derived_dataset_args(config: ModelConfig, sh: dict) -> dict:
         return f"{num} / {den}" if sh["p"] == "real" else f"{num} ./ {den}"
 
     out = {}
-    if config.parameterization == "canonical":
+    if samples_dataset_log_mean(config):
+        out["mu"] = (sh["mu"], "exp(log_mu)")  # log mu per (gene, dataset) is sampled (params/log_mean_dataset.stan.j2)
+    elif config.parameterization == "canonical":
         out["mu"] = (sh["mu"], times_shape("r", sh["r"], ratio("p", "(1 - p)"), sh["p"]))
     elif config.parameterization == "mean-prob":
         out["r"] = (sh["r"], times_shape("mu", sh["mu"], ratio("(1 - p)", "p"), sh["p"]))
@@ -137,7 +140,17 @@ def dataset_hier_args(config: ModelConfig, pl: Plan, target: str, family: str, d
     a = _family_args(T, family, q, elt, local, link, centre, loc_prior, sigma_prior, declare_data,
                      across="datasets", copies="D", label=" dataset-level")
     a["neg_forms"] = neg_forms(config)
+    if target == "prob" and samples_dataset_log_mean(config):
+        a["centred_on"] = "logit_p"  # from the sampled log mean (params/log_mean_dataset.stan.j2)
+    if target == "gate" and splits_dataset_gate(config):  # columns (gene, dataset) centred or not, by the data
+        a["split"] = dict(_split_args(T, family, "noncentred_gene", "centred_gene"), flat=True)
     return a
+
+
+def log_mean_dataset_args(config: ModelConfig, pl: Plan) -> dict:
+    """Arguments of params/log_mean_dataset.stan.j2 (plan.samples_dataset_log_mean)."""
+    return {"shift": shifts_capture(config), "scaled": scales_dataset_log_mean(config),
+            "log_r": as_gd("log(r)", pl.shapes["r"])}
 
 
 def two_level_args(config: ModelConfig, pl: Plan, family: str, declare_data: bool) -> dict:
@@ -184,16 +197,18 @@ def hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_d
     return args
 
 
-def _split_args(T: str, family: str) -> dict:
+def _split_args(T: str, family: str, noncentred: str = "noncentred_idx", centred: str = "centred_idx") -> dict:
     """The scale expressions of a split target (priors/_target.stan.j2): for the non-centred elements times
-    their z, and for the centred ones as the normal's scale."""
+    their z, and for the centred ones as the normal's scale. Local scales are indexed by the data arrays
+    T_<noncentred> and T_<centred>: the elements' genes (for a flat split over (gene, dataset) columns, the
+    gene of each column)."""
     def at(idx: str) -> str:
         return {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_tau * {T}_lambda_tilde[{T}_{idx}]",
                 "neg": f"sqrt({T}_psi[{T}_{idx}])"}[family]
 
-    nc = at("noncentred_idx")
+    nc = at(noncentred)
     return {"scaled_z": f"{nc} * {T}_z" if family == "gaussian" else f"{nc} .* {T}_z",
-            "scale_centred": at("centred_idx")}
+            "scale_centred": at(centred), "flat": False}
 
 
 _FAMILY_NAMES = {"gaussian": "Gaussian", "horseshoe": "regularized horseshoe", "neg": "NEG"}
@@ -219,6 +234,7 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
         "inv_link": "exp" if link == "log" else "inv_logit",
         "centre": centre,
         "scaled_z": scaled_z,
+        "scale": scale,  # the elements' scale (an expression; local scales not repeated)
         "loc_prior": tuple(map(_num, loc_prior)) if loc_prior else None,
         "sigma_prior": tuple(map(_num, sigma_prior)),
         "local": local,
@@ -232,6 +248,7 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
         "marginal": False,  # NEG with its local scales integrated out (plan.marginal_neg)
         "scaled_hyper": False,  # the centre in units of the data's standard error (plan.scales_prob_hyper)
         "z_doc": None,  # what T_z is, when not the standardised deviations
+        "centred_on": None,  # every element centred, on this link-scale expression (no T_z): plan.samples_dataset_log_mean
         "neg_forms": None,
     }
 
@@ -288,8 +305,11 @@ def dataset_likelihood_args(config: ModelConfig, pl: Plan) -> dict:
     wrap = (lambda e: f"to_vector({e})") if pl.form == "pairs" else (lambda e: e)
     gd = {q: as_gd(q, sh[q]) for q in sh}
     out = {q: wrap(gd[q]) for q in ("r", "mu", "gate", "kappa") if q in sh}
-    out["log_p"] = wrap(as_gd("log(p)", sh["p"]))
-    out["log1m_p"] = wrap(as_gd("log1m(p)", sh["p"]))
+    if samples_dataset_log_mean(config):  # from logit p itself, as links_p_per_gene: no log of p
+        out["log_p"], out["log1m_p"] = wrap("log_inv_logit(logit_p)"), wrap("log1m_inv_logit(logit_p)")
+    else:
+        out["log_p"] = wrap(as_gd("log(p)", sh["p"]))
+        out["log1m_p"] = wrap(as_gd("log1m(p)", sh["p"]))
     if config.bnb:
         out["alpha"] = wrap(f"({gd['kappa']} - 1) .* {gd['mu']} ./ {gd['r']}")
     if pl.form == "capture_shared_p":  # one p per dataset at most: p_hat per cell

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .block_args import (base_specs, dataset_hier_args, derived_dataset_args, hier_args, likelihood_args,
-                         logit_p_expr, two_level_args)
+                         log_mean_dataset_args, logit_p_expr, two_level_args)
 from .config import ModelConfig
-from .plan import as_gd, output_only, plan, samples_log_mean, shifts_capture
+from .plan import as_gd, output_only, plan, samples_dataset_log_mean, samples_log_mean, shifts_capture
 
 
 @dataclass
@@ -59,6 +59,8 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
         if target == "prob" and config.prob_dataset_mode == "two_level":
             blocks.append(Block("priors/two_level.stan.j2", two_level_args(config, pl, family, family not in declared)))
         else:
+            if target == "prob" and samples_dataset_log_mean(config):  # logit p from the sampled log mean
+                blocks.append(Block("params/log_mean_dataset.stan.j2", log_mean_dataset_args(config, pl)))
             blocks.append(Block(f"priors/{family}.stan.j2",
                                 dataset_hier_args(config, pl, target, family, family not in declared)))
         declared.add(family)

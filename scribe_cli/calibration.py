@@ -49,8 +49,11 @@ def data_chosen_coordinates(config) -> set[str]:
     """Sampled coordinates whose layout the data choose (a split gate or p hierarchy: which genes are centred,
     scribe_cli/centring.py): the truth's (from the prior program) and a fit's need not hold the same genes, so
     they cannot be ranked element by element. The gate and p themselves (one per gene) are ranked."""
+    from .plan import splits_dataset_gate
+
     return ({"gate_z", "gate_centred"} if config.gate_split else set()) | \
-        ({"prob_z", "prob_centred"} if config.prob_split else set())
+        ({"prob_z", "prob_centred"} if config.prob_split else set()) | \
+        ({"gate_dataset_z", "gate_dataset_centred"} if splits_dataset_gate(config) else set())
 
 
 def form_coordinates(config, method: str) -> set[str]:

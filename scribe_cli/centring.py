@@ -237,6 +237,24 @@ def gate_split_data(X: sp.csr_matrix, shared_p: bool, name: str = "gate") -> dic
     return _split(name, (se < CENTRED_SD) & (lr > CENTRED_LR))
 
 
+def dataset_gate_split_data(X: sp.csr_matrix, cell_dataset: np.ndarray, shared_p: bool,
+                            name: str = "gate_dataset") -> dict:
+    """The split of a dataset-level gate over its (gene, dataset) columns, numbered (d - 1) G + g as Stan's
+    to_vector of a genes x datasets matrix: gate_split_data's test on each dataset's cells, and each column's
+    gene (its local scale's index)."""
+    X = sp.csr_matrix(X)
+    G = X.shape[1]
+    D = int(cell_dataset.max()) + 1
+    centred = []
+    for d in range(D):
+        Xd = X[cell_dataset == d]
+        se, lr = _kept(("gate",) + _content_key(Xd, shared_p), lambda: gate_evidence(Xd, shared_p=shared_p))
+        centred.append((se < CENTRED_SD) & (lr > CENTRED_LR))
+    mask = np.concatenate(centred)
+    genes = np.tile(np.arange(1, G + 1), D)
+    return {**_split(name, mask), f"{name}_centred_gene": genes[mask], f"{name}_noncentred_gene": genes[~mask]}
+
+
 def prob_centred(theta: np.ndarray, se: np.ndarray, family: str) -> np.ndarray:
     """Which genes' logit(p) to sample centred: those the data pin more tightly than the prior they get.
 

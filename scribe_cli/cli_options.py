@@ -82,9 +82,11 @@ MODEL_OPTIONS = [
     click.option("--mean-coordinates/--r-coordinates", default=True, show_default=True,
                  help="canonical: let NUTS move r through log mu = log r + logit(p) (the same model and priors, "
                       "with the Jacobian; the data pin the mean, so this removes the r x p ridge: several times "
-                      "fewer steps), or through log r as Stan's lower bound does."),
+                      "fewer steps), or through log r as Stan's lower bound does. Joint models with a Gaussian "
+                      "--prob-dataset-prior per gene: sample log mu per (gene, dataset), logit(p) = log mu - log r "
+                      "(with --organism moving with the cells' capture shift), or r and p's deviations."),
     click.option("--scaled-coordinates/--unit-coordinates", default=True, show_default=True,
-                 help="With a gene-level p hierarchy: sample each gene's log mean and the hierarchy's centre (and "
+                 help="With a gene-level p hierarchy (or a joint model's log mean per (gene, dataset)): sample each gene's log mean and the hierarchy's centre (and "
                       "Gaussian scale) in units of their standard errors from the counts (Stan's offset/multiplier: "
                       "the same model). Stan's warmup cannot learn scales far below 0.01; at 10,000 cells NUTS's "
                       "warmup took 2.7x fewer steps (docs/performance.md). --unit-coordinates declares them plainly."),

@@ -69,8 +69,9 @@ def capture_starts(model, data: dict, chains: int, seed: int) -> list[dict] | No
     per cell, and with thousands of cells some fall below the bound eta >= 0 on every try. Each gene's log mu
     starts within 0.1 of log(mean count / mean prior capture), where the data put it: from a random start
     (mu ~ 1 against counts ~ 1 / capture ~ 40 times larger) warmup spent its first windows, and on a
-    simulated 1,000 x 500 every transition of a 300-iteration warmup, crossing that gap. The other parameters
-    keep Stan's random starts."""
+    simulated 1,000 x 500 every transition of a 300-iteration warmup, crossing that gap. A joint program's log
+    mu per (gene, dataset) starts at its dataset's mean count over its dataset's mean prior capture. The other
+    parameters keep Stan's random starts."""
     if "capture_n_shifted" not in data or not re.search(r"\bcapture_dev\s*;", model.code() or ""):
         return None
     import numpy as np
@@ -80,10 +81,19 @@ def capture_starts(model, data: dict, chains: int, seed: int) -> list[dict] | No
     all_loc = np.asarray(data["capture_eta_loc"], float)
     loc = all_loc[np.asarray(data["capture_shifted_idx"], int) - 1]
     G, C = int(data["G"]), int(data["C"])
-    totals = np.bincount(np.asarray(data["pair_gene"], int) - 1,
-                         np.asarray(data["pair_count"], float) * np.asarray(data["pair_weight"], float), minlength=G)
-    # pairs indexed by (gene, dataset) columns would not give one total per gene: log mu then starts at random
-    log_mu = observed_log_mean(totals, C, prior_mean_capture(data)) if totals.size == G else None
+    log_mu = None
+    if "pair_gene" in data:
+        totals = np.asarray(data["pair_count"], float) * np.asarray(data["pair_weight"], float)
+        if "D" in data and re.search(r"\[G, D\] log_mu_shifted\b", model.code() or ""):
+            # joint programs: pairs are indexed by column (d - 1) G + g; each dataset has its cells and capture
+            D = int(data["D"])
+            ds = np.asarray(data["cell_dataset"], int) - 1
+            totals = np.bincount(np.asarray(data["pair_gene"], int) - 1, totals, minlength=G * D).reshape(D, G)
+            log_mu = np.column_stack([observed_log_mean(totals[d], int((ds == d).sum()),
+                                                        float(np.mean(np.exp(-all_loc[ds == d])))) for d in range(D)])
+        elif "D" not in data:
+            log_mu = observed_log_mean(np.bincount(np.asarray(data["pair_gene"], int) - 1, totals, minlength=G), C,
+                                       prior_mean_capture(data))
     rng = np.random.default_rng(seed)
     starts = []
     for _ in range(chains):
@@ -92,7 +102,7 @@ def capture_starts(model, data: dict, chains: int, seed: int) -> list[dict] | No
         start = {"capture_shift": [shift] if loc.size else [],
                  "capture_dev": (offset - shift).tolist() if loc.size else [0.0]}  # no shifted cell: one 0
         if log_mu is not None:
-            start["log_mu_shifted"] = (log_mu - shift + rng.uniform(-0.1, 0.1, G)).tolist()
+            start["log_mu_shifted"] = (log_mu - shift + rng.uniform(-0.1, 0.1, log_mu.shape)).tolist()
         starts.append(start)
     return starts
 

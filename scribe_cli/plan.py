@@ -156,7 +156,7 @@ def shifts_capture(config: ModelConfig) -> bool:
     and R-hat <= 1.009 but for 3 of the 10,000 captures (1.012), at the same 31 steps per draw
     (docs/performance.md). Other parameterizations sample mu or
     r on a bounded scale, where a shift is not a coordinate: they keep per-cell eta."""
-    return samples_log_mean(config) and config.capture_prior is not None
+    return (samples_log_mean(config) or samples_dataset_log_mean(config)) and config.capture_prior is not None
 
 
 def scales_log_mean(config: ModelConfig) -> bool:
@@ -226,3 +226,40 @@ def neg_forms(config: ModelConfig) -> dict[str, bool]:
     dataset = [t for t, f in config.dataset_priors().items() if f == "neg"]
     marginal = [t for t in gene if marginal_neg(config, t)]
     return {"marginal": bool(marginal), "psi_raw": bool(dataset) or len(marginal) < len(gene)}
+
+
+def samples_dataset_log_mean(config: ModelConfig) -> bool:
+    """A canonical joint program with a Gaussian dataset-level p hierarchy per (gene, dataset) samples each
+    column's log mean log mu[g, d] in place of p's standardised deviations: logit p = log mu - log r (r from its
+    own level: the expression hierarchy or the shared r), the p hierarchy written centred on logit p
+    (params/log_mean_dataset.stan.j2). The map (log mu at fixed r) -> logit p is a shift: its Jacobian is 1.
+
+    Why: the likelihood pins each column's mean far more tightly than its r or p, and in (log r, logit p) the
+    mean is a diagonal ridge, as in the single-dataset programs (samples_log_mean). Under capture the mean also
+    slides along the cells' capture (shifts_capture). Simulated joint zinbvcp 1,000 x 500, one chain x
+    (150 + 100) (bench/joint_coordinates.py): 589 leapfrog steps per draw as (r, z) and 158 as log mu with the
+    capture shift. r keeps its own hierarchy non-centred; p's becomes centred, whose one global scale the
+    G x D columns pin. Only the Gaussian family: horseshoe and NEG have a local scale per gene, each a funnel
+    when centred. Other dataset modes (scalar p, two_level) keep sampling z."""
+    return (config.mean_coordinates and config.parameterization == "canonical" and not config.unconstrained
+            and not config.mixture and config.dataset_params and config.expression_prior == "none"
+            and config.prob_dataset_prior == "gaussian" and config.prob_dataset_mode == "gene_specific")
+
+
+def splits_dataset_gate(config: ModelConfig) -> bool:
+    """A dataset-level gate hierarchy (no mixture) samples each (gene, dataset) column centred or non-centred as
+    the data choose (centring.dataset_gate_split_data: the gene-level gate's test on each dataset's cells), as
+    the gene-level gate does (config.gate_split).
+
+    Why: a column whose zeros demand a gate is pinned by the data, and non-centred its gate is the ridge
+    sqrt(psi_g) z = constant that forced NUTS into tiny steps on the single-dataset gate. The joint zinbvcp
+    1,000 x 500 with log-mean coordinates, one chain x (150 + 100): the lowest bulk ESS were a gate's psi and
+    78 of the 100 draws diverged (docs/performance.md)."""
+    return "gate" in config.dataset_priors() and not config.mixture
+
+
+def scales_dataset_log_mean(config: ModelConfig) -> bool:
+    """samples_dataset_log_mean's log mu in units of each column's standard error (offset and multiplier per
+    (gene, dataset), as scales_log_mean per gene). Its centre and scale's coordinates stay plain: the G x D
+    columns pin the one centre and sigma to ~sigma / sqrt(G D), looser than the columns themselves."""
+    return samples_dataset_log_mean(config) and config.scaled_coordinates

@@ -15,7 +15,7 @@ import jinja2
 from . import __version__
 from .blocks import blocks_for
 from .config import ModelConfig
-from .plan import GD, Plan, native_capture_terms, plan
+from .plan import GD, Plan, native_capture_terms, plan, samples_dataset_log_mean
 from .resources import TEMPLATES
 
 
@@ -101,6 +101,9 @@ def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
                      + "; everything else is shared. Dataset-level priors (non-centred): "
                      + ", ".join(f"{t} ({f})" for t, f in config.dataset_priors().items())
                      + (f", p mode {config.prob_dataset_mode}" if "prob" in config.dataset_priors() else "") + ".")
+        if samples_dataset_log_mean(config):
+            notes.append("The log mean per (gene, dataset) is sampled, in place of p's deviations: logit p = log mu - log r, "
+                         "p's hierarchy centred on it (scribe_cli/plan.py, samples_dataset_log_mean).")
     elif pl.dweights:
         notes.append("Datasets (--dataset-key, D datasets): gene parameters are shared; mixing weights are per "
                      "dataset, around the ordered population weights.")

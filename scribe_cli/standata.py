@@ -29,9 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .centring import gate_split_data, index_split, log_mean_scales, prob_hyper_scales, prob_split_data
+from .centring import (dataset_gate_split_data, gate_split_data, index_split, log_mean_scales, prob_hyper_scales,
+                       prob_split_data)
 from .config import ModelConfig
-from .plan import likelihood_form, scales_log_mean, scales_prob_hyper, shifts_capture, splits_nonzero_terms
+from .plan import (likelihood_form, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper, shifts_capture,
+                   splits_dataset_gate, splits_nonzero_terms)
 
 
 @dataclass
@@ -187,6 +189,8 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         data.update(gate_split_data(X, shared_p=not config.gene_specific_p))
     if config.prob_split:
         data.update(prob_split_data(X, config.prob_prior))
+    if splits_dataset_gate(config):
+        data.update(dataset_gate_split_data(X, cell_dataset, shared_p=not config.gene_specific_p))
     # Prior draws move in plain coordinates (offset 0, multiplier 1): the prior is hundreds of the posterior's
     # standard errors wide, which NUTS would have to learn through its metric.
     if scales_prob_hyper(config):
@@ -199,6 +203,8 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
         elif shifts_capture(config):  # log mu - shift sits near the mean count over the prior's mean capture
             scales["log_mu_offset"] = scales["log_mu_offset"] - np.log(prior_mean_capture(data))
         data.update(scales)
+    if scales_dataset_log_mean(config):
+        data.update(dataset_log_mean_scales(X, cell_dataset, data, prior_only))
     if dense:
         data["counts_dense"] = np.asarray(X.todense(), dtype=np.int64)
     return data
@@ -220,6 +226,24 @@ def observed_log_mean(gene_total: np.ndarray, C: int, mean_capture: float) -> np
     count, eps = 0.5 / C, nubar the mean capture). The mean anchor's centre, and where fit.capture_starts
     starts log mu."""
     return np.log((np.asarray(gene_total, float) / C + 0.5 / C) / mean_capture)
+
+
+def dataset_log_mean_scales(X: sp.csr_matrix, cell_dataset: np.ndarray, data: dict, prior_only: bool) -> dict:
+    """log mu's offset and multiplier per (gene, dataset) (plan.scales_dataset_log_mean): centring.log_mean_scales
+    of each dataset's cells; under the capture shift each offset moves by the log of that dataset's mean prior
+    capture (datasets from different protocols capture differently). Prior draws: offset 0, multiplier 1."""
+    G, D = X.shape[1], int(data["D"])
+    if prior_only:
+        return {"log_mu_offset": np.zeros((G, D)), "log_mu_scale": np.ones((G, D))}
+    X = sp.csr_matrix(X)
+    offset, scale = np.empty((G, D)), np.empty((G, D))
+    for d in range(D):
+        cells = cell_dataset == d
+        s = log_mean_scales(X[cells])
+        offset[:, d], scale[:, d] = s["log_mu_offset"], s["log_mu_scale"]
+        if "capture_n_shifted" in data:
+            offset[:, d] -= np.log(np.mean(np.exp(-np.asarray(data["capture_eta_loc"], float)[cells])))
+    return {"log_mu_offset": offset, "log_mu_scale": scale}
 
 
 def capture_prior_data(config: ModelConfig, X: sp.csr_matrix, library_size: np.ndarray | None) -> dict:

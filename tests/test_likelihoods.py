@@ -27,7 +27,7 @@ from scipy.special import logsumexp
 
 from scribe_cli.cache import check_program
 from scribe_cli.config import ModelConfig, validate
-from scribe_cli.plan import likelihood_form
+from scribe_cli.plan import likelihood_form, samples_dataset_log_mean
 from scribe_cli.standata import RISE_LIMIT, rise_table, sparse_stats, stan_data
 
 CASES = {
@@ -305,7 +305,9 @@ DATASET_CASES = {
     "ds_nbvcp_odds": dict(model="nbvcp", parameterization="mean-odds", dataset_key="ds",
                           expression_dataset_prior="horseshoe"),  # p shared (real)
     # form: capture_cells
-    "ds_zinbvcp_gate": dict(model="zinbvcp", dataset_key="ds", zero_inflation_dataset_prior="horseshoe"),
+    # log mu per (gene, dataset) with the capture shift (plan.samples_dataset_log_mean), as the seed's joint model
+    "ds_zinbvcp_gate": dict(model="zinbvcp", dataset_key="ds", zero_inflation_dataset_prior="horseshoe",
+                            prob_dataset_prior="gaussian", organism="human"),
     "ds_nbvcp_meandisp_bnb": dict(model="nbvcp", parameterization="mean-disp", bnb=True,
                                   overdispersion_prior="horseshoe", dataset_key="ds", expression_dataset_prior="neg"),
     # mixtures with --dataset-key alone: per-dataset weights
@@ -354,7 +356,15 @@ def _logit(x):
     return np.log(x) - np.log1p(-x)
 
 
-def _check_dataset_transforms(config, v, G, D):
+def _flat_split(centred: np.ndarray, G: int, name: str = "gate_dataset") -> dict:
+    """The data of a split over (gene, dataset) columns numbered (d - 1) G + g (centring.dataset_gate_split_data)."""
+    genes = np.tile(np.arange(1, G + 1), centred.size // G)
+    return {f"{name}_n_centred": int(centred.sum()), f"{name}_centred_idx": np.flatnonzero(centred) + 1,
+            f"{name}_noncentred_idx": np.flatnonzero(~centred) + 1, f"{name}_centred_gene": genes[centred],
+            f"{name}_noncentred_gene": genes[~centred]}
+
+
+def _check_dataset_transforms(config, v, G, D, data):
     """numpy recomputation of what the transformed parameters of a dataset program define, from the printed
     sampled variables: each dataset-level target's non-centred hierarchy (datasets.md), then the
     parameterization's derived quantities broadcast over genes x datasets. (The dense reference takes mu, r,
@@ -373,7 +383,26 @@ def _check_dataset_transforms(config, v, G, D):
         spec_shape = (D,) if target == "prob" and config.prob_dataset_mode == "scalar" else (G, D)
         assert value.shape == spec_shape, (target, q, value.shape)
         theta = np.log(value) if q in ("r", "mu", "phi", "omega") else _logit(value)
-        z = np.asarray(v[f"{T}_z"], dtype=float)
+        if target == "prob" and samples_dataset_log_mean(config):  # centred: logit p from the sampled log mean
+            assert f"{T}_z" not in v
+            np.testing.assert_allclose(theta, v["log_mu"] - np.log(_gd(v["r"], G, D)), rtol=1e-8, atol=1e-8)
+            np.testing.assert_allclose(v["mu"], np.exp(v["log_mu"]), rtol=1e-9)
+            if "log_mu_shifted" in v:
+                np.testing.assert_allclose(v["log_mu"], v["log_mu_shifted"] + v["capture_shift"], rtol=1e-9)
+            continue
+        if f"{T}_n_centred" in data:  # split columns: centred ones are the link itself, the rest centre + scale z
+            flat = np.zeros(G * D)
+            flat[np.asarray(data[f"{T}_centred_idx"]) - 1] = v[f"{T}_centred"]
+            flat[np.asarray(data[f"{T}_noncentred_idx"]) - 1] = v[f"{T}_z"]
+            z = flat.reshape((G, D), order="F")  # Stan's to_matrix / to_vector: column-major
+            centred = np.zeros(G * D, dtype=bool)
+            centred[np.asarray(data[f"{T}_centred_idx"]) - 1] = True
+            centred = centred.reshape((G, D), order="F")
+            assert 0 < centred.sum() < G * D
+            np.testing.assert_allclose(theta[centred], z[centred], rtol=1e-9, err_msg=f"{target}: centred columns")
+        else:
+            z = np.asarray(v[f"{T}_z"], dtype=float)
+            centred = np.zeros(spec_shape, dtype=bool)
         assert z.shape == spec_shape
         if target in ("expression", "overdispersion"):
             centre = np.log(np.asarray(v[f"{q}_pop"], dtype=float))[:, None]
@@ -408,7 +437,9 @@ def _check_dataset_transforms(config, v, G, D):
         scale = np.asarray(scale, dtype=float)
         if scale.shape == (G,):  # local scales per gene, shared by the datasets (datasets.md)
             scale = scale[:, None]
-        np.testing.assert_allclose(theta, centre + scale * z, rtol=1e-8, atol=1e-8, err_msg=f"{target} ({family})")
+        expected = np.broadcast_to(centre + scale * z, spec_shape)
+        np.testing.assert_allclose(theta[~centred], expected[~centred], rtol=1e-8, atol=1e-8,
+                                   err_msg=f"{target} ({family})")
     for name, shape in render_shapes(config).items():
         assert np.shape(v[name]) == shapes[shape], (name, np.shape(v[name]), shape)
     p, mu, r = _gd(v["p"], G, D), _gd(v["mu"], G, D), _gd(v["r"], G, D)
@@ -442,6 +473,10 @@ def test_dataset_fast_likelihood_matches_dense(name, compile_stan, dataset_count
     model = compile_stan(reference_program(config), name=f"lik_{name}")
     data = reference_data(config, X, cell_dataset_override=cell_dataset)
     assert data["D"] == 3 and list(data["cell_dataset"]) == list(cell_dataset + 1)
+    if "gate_dataset_n_centred" in data:
+        # the columns of a split dataset-level gate (plan.splits_dataset_gate) are the data's choice, and any
+        # choice is the same model: every third column centred, so that both kinds are indexed here
+        data.update(_flat_split(np.arange(45) % 3 == 1, 15))
     U = data["counts_dense"]
     C, G = U.shape
     values = []
@@ -458,7 +493,7 @@ def test_dataset_fast_likelihood_matches_dense(name, compile_stan, dataset_count
         per_cell, cell_lp = dense_cell_loglik(config, v, U, cell_dataset)
         assert float(per_cell.sum()) == pytest.approx(dense, rel=1e-7), (name, float(per_cell.sum()), dense)
         if config.dataset_params:
-            _check_dataset_transforms(config, v, G, 3)
+            _check_dataset_transforms(config, v, G, 3, data)
             # every dataset-specific quantity differs between datasets (else a wrong column could go unseen)
             for q, shape in render_shapes(config).items():
                 if shape in ("vector[D]", "matrix[G, D]"):
@@ -547,6 +582,11 @@ def test_native_gradient_matches_stan(name, compile_stan, tmp_path):
     if native.zero_inflated:  # every gate near 1e-300 (logit -690), gene 1's r at 1e3
         extreme = dict(points[-1], gate_dataset_loc=np.asarray(-690.0))
         extreme["r"] = extreme["r"].copy()
+        if "gate_dataset_centred" in extreme:  # the split's centred columns are their own logit(gate)
+            extreme["gate_dataset_centred"] = np.full_like(extreme["gate_dataset_centred"], -690.0)
+        if "log_mu_shifted" in extreme:  # r through log mu: at the same p, log mu moves with log r
+            extreme["log_mu_shifted"] = extreme["log_mu_shifted"].copy()
+            extreme["log_mu_shifted"][0] += np.log(1e3) - np.log(extreme["r"][0])
         extreme["r"][0] = 1e3
         points.append(extreme)
     for v in points:
@@ -684,3 +724,43 @@ def test_log_mean_coordinates_leave_the_density_unchanged(compile_stan, counts, 
             # lp ~ -1e3 summed in a different order from different inputs (r from exp(log_mu - logit p)):
             # agreement to ~1e-12 relative is rounding; a missing Jacobian term is of order 1 per gene
             assert np.isfinite(a) and abs(a - b) <= 1e-8 * max(1.0, abs(b)), (jacobian, a, b)
+
+
+def test_dataset_log_mean_density_is_the_model(compile_stan, dataset_counts, tmp_path):
+    """A joint canonical program samples log mu per (gene, dataset) in place of p's deviations, with logit p =
+    log mu - log r and p's Gaussian hierarchy centred (plan.samples_dataset_log_mean). (r, log mu) -> (r, logit p)
+    has Jacobian 1, so Stan's log density must be the model's density over (r, logit p), recomputed here with
+    scipy, up to the constants that `~` drops: the same constant at every point. With the Jacobian, Stan adds
+    log r (r's lower bound) and the constant sum(log log_mu_scale) of the offset/multiplier, and nothing else.
+    The program is ds_pairs's, compiled for the dense test above."""
+    from scipy import stats
+
+    X, cell_dataset = dataset_counts
+    config = validate(ModelConfig(**DATASET_CASES["ds_pairs"]))
+    assert samples_dataset_log_mean(config)
+    assert not samples_dataset_log_mean(validate(ModelConfig(**DATASET_CASES["ds_pairs"], mean_coordinates=False)))
+    text = reference_program(config)
+    assert "to_vector(logit_p) ~ normal(prob_dataset_loc, prob_dataset_sigma);" in text and "prob_dataset_z" not in text
+    model = compile_stan(text, name="lik_ds_pairs")
+    data = reference_data(config, X, cell_dataset_override=cell_dataset)
+    assert np.shape(data["log_mu_offset"]) == (15, 3) and np.ptp(data["log_mu_offset"][:, 0]) > 0
+    affine = float(np.sum(np.log(data["log_mu_scale"])))
+    assert affine < -1.0  # well away from 0: a dropped or doubled term would show
+    gaps = []
+    for seed in range(N_POINTS):
+        fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed + 41, sig_figs=18,
+                           output_dir=str(tmp_path), show_progress=False)
+        (v,) = _point_values(fit)
+        params = {k: np.asarray(v[k]).tolist() for k in ("r", "log_mu", "prob_dataset_loc", "prob_dataset_sigma_raw")}
+        lp, lp_jac = (model.log_prob(params=params, data=data, jacobian=j, sig_figs=18).to_numpy().ravel()[0]
+                      for j in (False, True))
+        sigma = float(v["prob_dataset_sigma"])
+        model_lp = (float(v["log_lik_fast"])  # the likelihood term itself, checked against the dense loop above
+                    + stats.lognorm.logpdf(v["r"], s=data["prior_r"][1], scale=np.exp(data["prior_r"][0])).sum()
+                    + stats.norm.logpdf(v["log_mu"] - np.log(v["r"])[:, None], float(v["prob_dataset_loc"]), sigma).sum()
+                    + stats.norm.logpdf(float(v["prob_dataset_loc"]), 0, 1)
+                    + stats.norm.logpdf(float(v["prob_dataset_sigma_raw"]), 0, 0.5))
+        gaps.append(lp - model_lp)
+        # lp ~ -1e3: rounding of the printed values is ~1e-12 relative; a Jacobian term is of order 1
+        assert lp_jac - lp == pytest.approx(np.sum(np.log(v["r"])) + affine, abs=1e-8)
+    assert np.ptp(gaps) < 1e-8 * max(1.0, abs(gaps[0])), gaps

@@ -25,6 +25,7 @@ from scribe_cli.cache import check_program
 from scribe_cli.config import MODELS, PARAMETERIZATIONS, PRIOR_FAMILIES, PRIOR_TARGETS, ModelConfig, validate
 from scribe_cli.errors import UserInputError
 from scribe_cli.idata import variable_dims
+from scribe_cli.plan import samples_dataset_log_mean
 from scribe_cli.render import render
 from scribe_cli.standata import stan_data
 
@@ -484,7 +485,9 @@ def test_dataset_data_and_names_match_programs(toolchain):
         expected |= {"log_lik"} if log_lik else set()
         for target, family in config.dataset_priors().items():
             T = f"{target}_dataset"
-            expected |= {f"{T}_z", {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_lambda_tilde", "neg": f"{T}_psi"}[family]}
+            # p from the sampled log mean (plan.samples_dataset_log_mean): logit_p and log_mu in place of z
+            z = {"logit_p", "log_mu"} if target == "prob" and samples_dataset_log_mean(config) else {f"{T}_z"}
+            expected |= z | {{"gaussian": f"{T}_sigma", "horseshoe": f"{T}_lambda_tilde", "neg": f"{T}_psi"}[family]}
             two_level = target == "prob" and config.prob_dataset_mode == "two_level"
             if two_level:
                 expected |= {f"{T}_loc", f"{T}_loc_d", f"{T}_sigma"}
@@ -497,6 +500,7 @@ def test_dataset_data_and_names_match_programs(toolchain):
             else:
                 expected.add("omega_pop")
         assert expected <= names, (config.describe(), expected - names)
+        assert ("prob_dataset_z" in names) != samples_dataset_log_mean(config) or "prob" not in config.dataset_priors()
         if "prob" in config.dataset_priors() and config.prob_dataset_mode != "two_level":
             assert "prob_dataset_loc_d" not in names  # one centre: decisions.md item 3
     print(f"\n{len(results)} dataset programs: data dicts and variable names checked")
