@@ -16,11 +16,12 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .advice import silent_gene_advice
+from .atomic import atomic_write
 from .cli_options import model_config_from_options, model_options
 from .config import ModelConfig
 from .errors import DiagnosticsFailed, ScribeError, UserInputError
 from .fit import METHODS, RunOptions
-from .atomic import atomic_write
 from .toolchain import STAN_VERSION
 
 log = logging.getLogger("scribe_cli")
@@ -285,6 +286,9 @@ def _run(config: ModelConfig, *, input_file, output, overwrite, layer, stan_file
     if counts.dataset_key is not None:
         log.info("datasets (obs['%s']): %s", counts.dataset_key,
                  ", ".join(f"{d} {n} cells" for d, n in counts.cells_per_dataset().items()))
+    silent = silent_gene_advice(counts, config)
+    if silent:
+        log.warning(silent)
     return run_pipeline(counts, config, opts, output, overwrite=overwrite, program=program, float32=float32,
                         command_line=shlex.join(["scribe"] + sys.argv[1:]), log_lik=log_lik,
                         prior_draws=prior_draws, ppc_draws=ppc_draws)

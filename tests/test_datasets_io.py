@@ -9,6 +9,7 @@ dropseq 225), restricted to 20 genes and fitted with pathfinder so that a run ta
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import anndata
@@ -185,6 +186,25 @@ def _counts(n_cells: int, n_genes: int, cell_dataset=None, datasets=None) -> Cou
     return Counts(X=X, genes=[f"g{j}" for j in range(n_genes)], cells=cells, obs=pd.DataFrame(index=cells),
                   source=Path("hand-built"), dataset_key=None if cell_dataset is None else "batch",
                   datasets=datasets or [], cell_dataset=None if cell_dataset is None else np.asarray(cell_dataset))
+
+
+def test_silent_genes_are_named_under_zero_inflation():
+    """A gene with no counts (in some dataset, for dataset-specific gates) has a gate x mean posterior with two
+    modes (advice.silent_gene_advice): `scribe run` warns and says how to drop it; no warning without a gate."""
+    from scribe_cli.advice import silent_gene_advice
+
+    U = np.ones((6, 4), dtype=np.int64)
+    U[:3, 1] = 0  # gene 1: no counts in dataset A only
+    U[:, 3] = 0  # gene 3: no counts anywhere
+    counts = replace(_counts(6, 4, [0, 0, 0, 1, 1, 1], ["A", "B"]), X=sp.csr_matrix(U))
+    joint = validate(ModelConfig(model="zinb", dataset_key="batch", zero_inflation_dataset_prior="neg"))
+    assert silent_gene_advice(counts, joint).startswith("2 gene(s) have no counts in some dataset")
+    shared_gate = validate(ModelConfig(model="zinb", gate_prior="neg"))
+    message = silent_gene_advice(counts, shared_gate)
+    assert message.startswith("1 gene(s) have no counts:") and "--min-cells 1" in message
+    assert silent_gene_advice(counts, validate(ModelConfig(model="nbdm"))) is None
+    U[:, 3] = 1
+    assert silent_gene_advice(replace(counts, X=sp.csr_matrix(U)), shared_gate) is None
 
 
 def _posterior(**variables) -> xr.Dataset:
