@@ -49,8 +49,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--draws", type=int, default=100)
     ap.add_argument("--keep", help="write the chain's CSV here (kept) instead of a temporary directory")
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="change the joint configuration (ModelConfig fields), e.g. expression_dataset_prior=gaussian")
     args = ap.parse_args()
-    config = validate(ModelConfig(**JOINT, mean_coordinates=args.variant == "log_mean"))
+    options = {**JOINT, **dict(kv.split("=", 1) for kv in args.set)}
+    config = validate(ModelConfig(**options, mean_coordinates=args.variant == "log_mean"))
     counts = read_counts(args.h5ad, dataset_key="dataset")
     data = stan_data(config, counts)
     model = compile_program(render(config), name=f"joint_{args.variant}").model
@@ -64,7 +67,7 @@ def main() -> None:
         summary = fit.summary()
     steps = mv["n_leapfrog__"].ravel()
     ess = summary["ESS_bulk"].drop("lp__", errors="ignore").sort_values().head(6)
-    print(json.dumps({"variant": args.variant, "seed": args.seed, "wall_s": round(time.monotonic() - t, 1),
+    print(json.dumps({"variant": args.variant, "set": args.set, "seed": args.seed, "wall_s": round(time.monotonic() - t, 1),
                       "steps_warmup": int(steps[:args.warmup].sum()),
                       "steps_per_draw": round(float(steps[args.warmup:].mean()), 1),
                       "divergences": int(mv["divergent__"].ravel()[args.warmup:].sum()),
