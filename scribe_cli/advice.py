@@ -63,7 +63,7 @@ def silent_gene_advice(counts, config) -> str | None:
 
     if not config.zero_inflated:
         return None
-    X = counts.X.tocsc()
+    X = counts.X
     per_dataset = config.dataset_params and "gate" in config.dataset_priors() and counts.cell_dataset is not None
     groups = [counts.cell_dataset == d for d in range(len(counts.datasets))] if per_dataset else [None]
     silent = set()

@@ -89,8 +89,8 @@ def capture_starts(model, data: dict, chains: int, seed: int) -> list[dict] | No
             D = int(data["D"])
             ds = np.asarray(data["cell_dataset"], int) - 1
             totals = np.bincount(np.asarray(data["pair_gene"], int) - 1, totals, minlength=G * D).reshape(D, G)
-            log_mu = np.column_stack([observed_log_mean(totals[d], int((ds == d).sum()),
-                                                        float(np.mean(np.exp(-all_loc[ds == d])))) for d in range(D)])
+            log_mu = np.column_stack([observed_log_mean(totals[d], int((ds == d).sum()), prior_mean_capture(data, ds == d))
+                                      for d in range(D)])
         elif "D" not in data:
             log_mu = observed_log_mean(np.bincount(np.asarray(data["pair_gene"], int) - 1, totals, minlength=G), C,
                                        prior_mean_capture(data))

@@ -216,9 +216,11 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
 SHIFTED_SDS = 5.0
 
 
-def prior_mean_capture(data: dict) -> float:
-    """The mean over cells of the capture prior's centre, exp(-capture_eta_loc): nubar of observed_log_mean."""
-    return float(np.mean(np.exp(-np.asarray(data["capture_eta_loc"], float))))
+def prior_mean_capture(data: dict, cells: np.ndarray | None = None) -> float:
+    """The mean over cells (or the ``cells`` mask: one dataset's) of the capture prior's centre,
+    exp(-capture_eta_loc): nubar of observed_log_mean."""
+    loc = np.asarray(data["capture_eta_loc"], float)
+    return float(np.mean(np.exp(-(loc if cells is None else loc[cells]))))
 
 
 def observed_log_mean(gene_total: np.ndarray, C: int, mean_capture: float) -> np.ndarray:
@@ -242,7 +244,7 @@ def dataset_log_mean_scales(X: sp.csr_matrix, cell_dataset: np.ndarray, data: di
         s = log_mean_scales(X[cells])
         offset[:, d], scale[:, d] = s["log_mu_offset"], s["log_mu_scale"]
         if "capture_n_shifted" in data:
-            offset[:, d] -= np.log(np.mean(np.exp(-np.asarray(data["capture_eta_loc"], float)[cells])))
+            offset[:, d] -= np.log(prior_mean_capture(data, cells))
     return {"log_mu_offset": offset, "log_mu_scale": scale}
 
 
