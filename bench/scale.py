@@ -11,6 +11,8 @@ prior `--organism human`, which bench/simulate.py's story follows):
   nbdm, zinb (--gate-prior neg), nbvcp, zinbvcp, and the seed's joint two-dataset model (zinbvcp, horseshoe on
   expression, gaussian on p, NEG on the gate), simulated with known truth over cells x genes; and the real
   datasets of ../shared/data (recovery there is against the observed gene means).
+The zero-inflated capture simulations (zinbvcp, joint) keep the genes with at least 3 non-zero cells in every
+dataset, as a user filters before a run (MIN_CELLS; their rows read "sim CxG, min 3").
 
     python bench/scale.py                       # the default grid (a few hours on 2 cores)
     python bench/scale.py --grid quick          # the smallest sizes only (minutes)
@@ -68,6 +70,14 @@ MODELS = {  # as users run them; the CLI's default p is per gene for canonical (
 SIM_MODEL = {"joint": "zinbvcp", "nbvcp-pgene": "nbvcp", **{m: "zinb" for m in MODELS if m.startswith("zinb-")}}
 # the simulated grid's models (the zinb prior-family variants run on the real data: --only NAME --real-only)
 SIMULATED = [m for m in MODELS if not m.startswith("zinb-")]
+# Zero-inflated capture simulations keep only the genes with at least MIN_CELLS non-zero cells in every dataset,
+# as scanpy's filter_genes(min_cells=3) per batch does. A (gene, dataset) with no counts under a gate is
+# explained as well by a gate near 1 with any mean as by a small mean with no gate: its posterior is bimodal
+# and no sampler mixes it (docs/performance.md, session 19; `scribe run` says so: advice.silent_gene_advice).
+# The transcriptome subset leaves such genes at 1,000 cells (25 of 500 in the joint simulation); the models
+# without a gate keep every gene. Their rows are labelled "sim CxG, min 3" (G as simulated, before the filter).
+MIN_CELLS = 3
+FILTERED = ("zinbvcp",)
 TRANSCRIPTOME = 20000
 GRIDS = {
     "quick": [(1000, 500)],
@@ -101,7 +111,9 @@ def simulated_file(model: str, cells: int, genes: int, cache: Path) -> tuple[Pat
     # capture models: the genes are a subset of a 20,000-gene transcriptome, so that the data are as sparse as
     # droplet data (~15% non-zero at 2,000 genes) rather than the whole of M_0 over the simulated genes
     transcriptome = TRANSCRIPTOME if sim_model in ("nbvcp", "zinbvcp") else None
-    stem = cache / f"{sim_model}_d{datasets}_{cells}x{genes}{f'_t{transcriptome}' if transcriptome else ''}"
+    filtered = sim_model in FILTERED
+    stem = cache / (f"{sim_model}_d{datasets}_{cells}x{genes}{f'_t{transcriptome}' if transcriptome else ''}"
+                    + (f"_min{MIN_CELLS}" if filtered else ""))
     h5, npz = stem.with_suffix(".h5ad"), stem.with_suffix(".npz")
     if not h5.exists():
         sim = simulate(sim_model, cells, genes, seed=cells + genes, datasets=datasets, shared_p=True,
@@ -109,10 +121,25 @@ def simulated_file(model: str, cells: int, genes: int, cache: Path) -> tuple[Pat
         obs = pd.DataFrame(sim.obs, index=[f"c{i}" for i in range(cells)])
         if "dataset" in obs:
             obs["dataset"] = obs["dataset"].astype("category")
-        ad = anndata.AnnData(X=sim.X, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(genes)]))
+        X, truth = sim.X, {k: np.asarray(v) for k, v in sim.truth.items()}
+        keep = np.arange(genes)
+        if filtered:
+            keep = expressed_genes(X, obs["dataset"].cat.codes.to_numpy() if "dataset" in obs else np.zeros(cells, int))
+            X = X[:, keep]
+            truth = {k: v[keep] if v.ndim and v.shape[0] == genes and k != "capture" else v for k, v in truth.items()}
+        ad = anndata.AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in keep]))
         ad.write_h5ad(h5)
-        np.savez(npz, **{k: np.asarray(v) for k, v in sim.truth.items()})
+        np.savez(npz, **truth)
     return h5, npz
+
+
+def expressed_genes(X, cell_dataset: np.ndarray) -> np.ndarray:
+    """Indices of the genes with at least MIN_CELLS non-zero cells in every dataset."""
+    import scipy.sparse as sp
+
+    X = sp.csr_matrix(X)
+    nonzero = [np.diff(X[cell_dataset == d].tocsc().indptr) for d in np.unique(cell_dataset)]
+    return np.flatnonzero(np.min(nonzero, axis=0) >= MIN_CELLS)
 
 
 def recovery(post_path: Path, truth: dict | None, observed_mean: np.ndarray | None, vcp: bool) -> dict:
@@ -258,7 +285,8 @@ def cases(args) -> list[dict]:
     for model in args.only or SIMULATED:
         for cells, genes in sizes:
             for method in args.methods:
-                out.append({"model": model, "data": f"sim {cells}x{genes}", "cells": cells, "genes": genes,
+                label = f"sim {cells}x{genes}" + (f", min {MIN_CELLS}" if SIM_MODEL.get(model, model) in FILTERED else "")
+                out.append({"model": model, "data": label, "cells": cells, "genes": genes,
                             "method": method})
                 if args.threads_per_chain > 1:
                     out[-1]["threads"] = args.threads_per_chain
