@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
 from .plan import (GD, Plan, as_gd, lift_shape, marginal_neg, native_capture_terms, neg_forms, output_only,
-                   samples_dataset_log_mean, samples_log_mean, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper,
+                   samples_dataset_log_mean, samples_dataset_r_mean, samples_log_mean, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper,
                    shifts_capture, splits_dataset_gate, splits_nonzero_terms, times_shape)
 
 # Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
@@ -75,7 +75,9 @@ def base_specs(config: ModelConfig, pl: Plan) -> list[dict]:
         docs["r_pop"] = "shared size of each gene, the population level of its per-dataset r"
         docs["mu_pop"] = "shared mean of each gene, the population level of its per-dataset means"
     wanted: list[tuple[str, str, str]] = []  # (name, prior, shape)
-    if config.expression_prior != "none" or "expression" in dp:
+    if samples_dataset_r_mean(config):
+        pass  # r_pop integrated out, drawn in generated quantities (params/log_mean_dataset.stan.j2)
+    elif config.expression_prior != "none" or "expression" in dp:
         wanted.append((f"{expression}_pop", expression, "vector[G]"))
     else:
         wanted.append((expression, expression, pl.elt))
@@ -142,6 +144,10 @@ def dataset_hier_args(config: ModelConfig, pl: Plan, target: str, family: str, d
     a["neg_forms"] = neg_forms(config)
     if target == "prob" and samples_dataset_log_mean(config):
         a["centred_on"] = "logit_p"  # from the sampled log mean (params/log_mean_dataset.stan.j2)
+        # with r's mean over datasets sampled through p's (plan.samples_dataset_r_mean), only p's contrasts
+        a["contrasts_only"] = samples_dataset_r_mean(config)
+    if target == "expression" and samples_dataset_r_mean(config):
+        a["mean_contrast"] = True  # z holds the contrasts; r itself is params/log_mean_dataset.stan.j2's
     if target == "gate" and splits_dataset_gate(config):  # columns (gene, dataset) centred or not, by the data
         a["split"] = dict(_split_args(T, family, "noncentred_gene", "centred_gene"), flat=True)
     return a
@@ -149,7 +155,13 @@ def dataset_hier_args(config: ModelConfig, pl: Plan, target: str, family: str, d
 
 def log_mean_dataset_args(config: ModelConfig, pl: Plan) -> dict:
     """Arguments of params/log_mean_dataset.stan.j2 (plan.samples_dataset_log_mean)."""
-    return {"shift": shifts_capture(config), "scaled": scales_dataset_log_mean(config),
+    r_mean = None
+    if samples_dataset_r_mean(config):
+        T, family = "expression_dataset", config.dataset_priors()["expression"]
+        scale = _family_scale(T, family)
+        r_mean = {"scale": scale, "prior": "prior_r",
+                  "contrasts": f"{scale} * {T}_z" if family == "gaussian" else f"diag_pre_multiply({scale}, {T}_z)"}
+    return {"shift": shifts_capture(config), "scaled": scales_dataset_log_mean(config), "r_mean": r_mean,
             "log_r": as_gd("log(r)", pl.shapes["r"])}
 
 
@@ -214,11 +226,17 @@ def _split_args(T: str, family: str, noncentred: str = "noncentred_idx", centred
 _FAMILY_NAMES = {"gaussian": "Gaussian", "horseshoe": "regularized horseshoe", "neg": "NEG"}
 
 
+def _family_scale(T: str, family: str) -> str:
+    """The elements' scale of a family's hierarchy on target T: one sigma, or tau x lambda_tilde / sqrt(psi) per
+    element of the local scales."""
+    return {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_tau * {T}_lambda_tilde", "neg": f"sqrt({T}_psi)"}[family]
+
+
 def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, centre: str, loc_prior, sigma_prior,
                  declare_data: bool, across: str, copies: str, label: str = "") -> dict:
     """Arguments of a family block (priors/*.stan.j2): link(q) = centre + scale * z, the scale the family's;
     local scales shaped ``local`` are repeated ``copies`` times (columns) when the element is a matrix."""
-    scale = {"gaussian": f"{T}_sigma", "horseshoe": f"{T}_tau * {T}_lambda_tilde", "neg": f"sqrt({T}_psi)"}[family]
+    scale = _family_scale(T, family)
     if family == "gaussian":
         scaled_z = f"{T}_sigma * {T}_z"
     elif local != elt:
@@ -249,6 +267,8 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
         "scaled_hyper": False,  # the centre in units of the data's standard error (plan.scales_prob_hyper)
         "z_doc": None,  # what T_z is, when not the standardised deviations
         "centred_on": None,  # every element centred, on this link-scale expression (no T_z): plan.samples_dataset_log_mean
+        "contrasts_only": False,  # with centred_on: only its contrasts between the datasets (plan.samples_dataset_r_mean)
+        "mean_contrast": False,  # T_z holds contrasts between the datasets, q defined elsewhere (the same)
         "neg_forms": None,
     }
 

@@ -238,12 +238,32 @@ def samples_dataset_log_mean(config: ModelConfig) -> bool:
     mean is a diagonal ridge, as in the single-dataset programs (samples_log_mean). Under capture the mean also
     slides along the cells' capture (shifts_capture). Simulated joint zinbvcp 1,000 x 500, one chain x
     (150 + 100) (bench/joint_coordinates.py): 589 leapfrog steps per draw as (r, z) and 158 as log mu with the
-    capture shift. r keeps its own hierarchy non-centred; p's becomes centred, whose one global scale the
-    G x D columns pin. Only the Gaussian family: horseshoe and NEG have a local scale per gene, each a funnel
+    capture shift. r keeps its own level (with an expression hierarchy: samples_dataset_r_mean); p's hierarchy
+    becomes centred, whose one global scale the G x D columns pin. Only the Gaussian family: horseshoe and NEG have a local scale per gene, each a funnel
     when centred. Other dataset modes (scalar p, two_level) keep sampling z."""
     return (config.mean_coordinates and config.parameterization == "canonical" and not config.unconstrained
             and not config.mixture and config.dataset_params and config.expression_prior == "none"
             and config.prob_dataset_prior == "gaussian" and config.prob_dataset_mode == "gene_specific")
+
+
+def samples_dataset_r_mean(config: ModelConfig) -> bool:
+    """samples_dataset_log_mean with a dataset-level expression hierarchy (r_g^(d) around r_pop_g) samples, per
+    gene, p's mean over the datasets non-centred (w_g) and r's contrasts between the datasets (z_g, D - 1
+    orthonormal Helmert contrasts in units of the hierarchy's scale s_g); log r's mean over the datasets follows:
+    mean_d log mu_gd - prob_loc - prob_sigma / sqrt(D) w_g (params/log_mean_dataset.stan.j2). r_pop is integrated
+    out: under log r_pop ~ Normal(m0, s0), (log r_g1 .. log r_gD) ~ N(m0 1, s_g^2 I + s0^2 1 1^T), whose mean over
+    the datasets is Normal(m0, sqrt(s0^2 + s_g^2 / D)) and whose orthonormal contrasts are Normal(0, s_g), all
+    independent; r_pop is drawn from its normal conditional in generated quantities. p's hierarchy keeps its
+    contrasts centred on logit p; the Jacobian sigma / sqrt(D) of w -> log r's mean cancels the normal density
+    of p's gene mean, leaving w ~ Normal(0, 1). The same posterior.
+
+    Why: with r_pop sampled, a gene whose r the data pin per dataset left r_pop and its local scale a ridge
+    (centre + scale z = constant); and where the data leave r loose, the centred p hierarchy was all that pinned
+    log r, so its one scale prob_sigma sat in a funnel through every such gene. Simulated joint zinbvcp 1,000 x
+    475 (genes with >= 3 non-zero cells per dataset), one chain x (150 + 100), three seeds each (docs/performance.md,
+    session 20): lowest bulk ESS 1.4-1.5 -> 2.0-5.1 and 15-20% fewer warmup steps; steps per draw and divergences
+    within the seeds' spread."""
+    return samples_dataset_log_mean(config) and "expression" in config.dataset_priors()
 
 
 def splits_dataset_gate(config: ModelConfig) -> bool:

@@ -27,7 +27,7 @@ from scipy.special import logsumexp
 
 from scribe_cli.cache import check_program
 from scribe_cli.config import ModelConfig, validate
-from scribe_cli.plan import likelihood_form, samples_dataset_log_mean
+from scribe_cli.plan import likelihood_form, samples_dataset_log_mean, samples_dataset_r_mean
 from scribe_cli.standata import RISE_LIMIT, rise_table, sparse_stats, stan_data
 
 CASES = {
@@ -306,8 +306,9 @@ DATASET_CASES = {
                           expression_dataset_prior="horseshoe"),  # p shared (real)
     # form: capture_cells
     # log mu per (gene, dataset) with the capture shift (plan.samples_dataset_log_mean), as the seed's joint model
+    # and r's mean over datasets through p's, r_pop integrated out (plan.samples_dataset_r_mean)
     "ds_zinbvcp_gate": dict(model="zinbvcp", dataset_key="ds", zero_inflation_dataset_prior="horseshoe",
-                            prob_dataset_prior="gaussian", organism="human"),
+                            prob_dataset_prior="gaussian", organism="human", expression_dataset_prior="neg"),
     "ds_nbvcp_meandisp_bnb": dict(model="nbvcp", parameterization="mean-disp", bnb=True,
                                   overdispersion_prior="horseshoe", dataset_key="ds", expression_dataset_prior="neg"),
     # mixtures with --dataset-key alone: per-dataset weights
@@ -364,6 +365,40 @@ def _flat_split(centred: np.ndarray, G: int, name: str = "gate_dataset") -> dict
             f"{name}_noncentred_gene": genes[~centred]}
 
 
+def _family_scale(v, T, family):
+    """The elements' scale of a family's hierarchy (one sigma, or per gene), from the printed sampled variables."""
+    if family == "gaussian":
+        return np.logaddexp(0.0, float(v[f"{T}_sigma_raw"]))
+    if family == "horseshoe":
+        lam, c2, tau = np.asarray(v[f"{T}_lambda"]), float(v[f"{T}_c2"]), float(v[f"{T}_tau"])
+        lt = np.sqrt(c2) * lam / np.sqrt(c2 + tau**2 * lam**2)
+        np.testing.assert_allclose(v[f"{T}_lambda_tilde"], lt, rtol=1e-9)
+        return tau * lt
+    return np.sqrt(np.asarray(v[f"{T}_psi"], dtype=float))
+
+
+def _helmert(D):
+    """The D - 1 Helmert contrasts between D datasets: column k is (1, .., 1, -k, 0, ..) / sqrt(k (k + 1)),
+    orthonormal and orthogonal to the constant vector (asserted here, so the densities' decomposition holds)."""
+    H = np.zeros((D, D - 1))
+    for k in range(1, D):
+        H[:k, k - 1] = 1.0
+        H[k, k - 1] = -k
+        H[:, k - 1] /= np.sqrt(k * (k + 1.0))
+    np.testing.assert_allclose(H.T @ H, np.eye(D - 1), atol=1e-12)
+    np.testing.assert_allclose(H.sum(axis=0), 0.0, atol=1e-12)
+    return H
+
+
+def _r_mean_log_r(v, D):
+    """log r per (gene, dataset) of plan.samples_dataset_r_mean, recomputed: log r's gene mean from the log
+    means and p's non-centred gene mean, plus the expression hierarchy's scaled contrasts."""
+    sigma_p = np.logaddexp(0.0, float(v["prob_dataset_sigma_raw"]))
+    log_mu = np.asarray(v["log_mu"], dtype=float)
+    mean = log_mu.mean(axis=1) - float(v["prob_dataset_loc"]) - sigma_p / np.sqrt(D) * np.asarray(v["log_r_mean_w"])
+    return mean, sigma_p
+
+
 def _check_dataset_transforms(config, v, G, D, data):
     """numpy recomputation of what the transformed parameters of a dataset program define, from the printed
     sampled variables: each dataset-level target's non-centred hierarchy (datasets.md), then the
@@ -383,6 +418,16 @@ def _check_dataset_transforms(config, v, G, D, data):
         spec_shape = (D,) if target == "prob" and config.prob_dataset_mode == "scalar" else (G, D)
         assert value.shape == spec_shape, (target, q, value.shape)
         theta = np.log(value) if q in ("r", "mu", "phi", "omega") else _logit(value)
+        if target == "expression" and samples_dataset_r_mean(config):
+            # log r's mean over the datasets from the log means and p's w; its contrasts s_g z (D - 1 per gene)
+            mean, _ = _r_mean_log_r(v, D)
+            np.testing.assert_allclose(v["log_r_mean"], mean, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(theta.mean(axis=1), mean, rtol=1e-9, atol=1e-9)
+            z = np.asarray(v[f"{T}_z"], dtype=float)
+            assert z.shape == (G, D - 1) and f"{q}_pop" in v  # r_pop: drawn in generated quantities
+            scale = np.broadcast_to(np.asarray(_family_scale(v, T, family), dtype=float), (G,))
+            np.testing.assert_allclose(theta - mean[:, None], (scale[:, None] * z) @ _helmert(D).T, rtol=1e-8, atol=1e-9)
+            continue
         if target == "prob" and samples_dataset_log_mean(config):  # centred: logit p from the sampled log mean
             assert f"{T}_z" not in v
             np.testing.assert_allclose(theta, v["log_mu"] - np.log(_gd(v["r"], G, D)), rtol=1e-8, atol=1e-8)
@@ -425,16 +470,8 @@ def _check_dataset_transforms(config, v, G, D, data):
                 scale = sigma_d[None, :] * np.sqrt(np.asarray(v[f"{T}_psi"]))
             else:
                 scale = sigma_d[None, :]
-        elif family == "gaussian":
-            scale = softplus(v[f"{T}_sigma_raw"])
-        elif family == "horseshoe":
-            lam, c2, tau = np.asarray(v[f"{T}_lambda"]), float(v[f"{T}_c2"]), float(v[f"{T}_tau"])
-            lt = np.sqrt(c2) * lam / np.sqrt(c2 + tau**2 * lam**2)
-            np.testing.assert_allclose(v[f"{T}_lambda_tilde"], lt, rtol=1e-9)
-            scale = tau * lt
         else:
-            scale = np.sqrt(np.asarray(v[f"{T}_psi"], dtype=float))
-        scale = np.asarray(scale, dtype=float)
+            scale = np.asarray(_family_scale(v, T, family), dtype=float)
         if scale.shape == (G,):  # local scales per gene, shared by the datasets (datasets.md)
             scale = scale[:, None]
         expected = np.broadcast_to(centre + scale * z, spec_shape)
@@ -724,6 +761,58 @@ def test_log_mean_coordinates_leave_the_density_unchanged(compile_stan, counts, 
             # lp ~ -1e3 summed in a different order from different inputs (r from exp(log_mu - logit p)):
             # agreement to ~1e-12 relative is rounding; a missing Jacobian term is of order 1 per gene
             assert np.isfinite(a) and abs(a - b) <= 1e-8 * max(1.0, abs(b)), (jacobian, a, b)
+
+
+def test_dataset_r_mean_density_is_the_model(compile_stan, dataset_counts, tmp_path):
+    """r's gene mean over the datasets sampled through p's, r_pop integrated out (plan.samples_dataset_r_mean).
+    At fixed log means, captures and gates, Stan's log density over (w, r's contrasts z, its NEG local scales,
+    p's centre and scale) must be the model's over (log r, logit p): log r[g, .] ~ N(m0 1, s_g^2 I + s0^2 1 1^T),
+    r_pop integrated out (scipy's multivariate normal: an independent check of the mean / contrast split), and
+    logit p[g, d] ~ N(loc, sigma), times the Jacobian sigma s_g^(D - 1) per gene of (w, z) -> log r, up to one
+    constant. prior_only = 1 leaves the likelihood out (the dense test checks it). The program is
+    ds_zinbvcp_gate's, compiled for the dense test above."""
+    from scipy import special, stats
+
+    X, cell_dataset = dataset_counts
+    config = validate(ModelConfig(**DATASET_CASES["ds_zinbvcp_gate"]))
+    assert samples_dataset_r_mean(config) and config.dataset_priors()["expression"] == "neg"
+    model = compile_stan(reference_program(config), name="lik_ds_zinbvcp_gate")
+    data = {**reference_data(config, X, cell_dataset_override=cell_dataset), "prior_only": 1}
+    data.update(_flat_split(np.arange(45) % 3 == 1, 15))
+    G, D = 15, 3
+    fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=5, sig_figs=18,
+                       output_dir=str(tmp_path), show_progress=False)
+    (v,) = _point_values(fit)
+    names = list(check_program(model.code())["parameters"])
+    assert "r_pop" not in names and "log_r_mean_w" in names
+    m0, s0 = data["prior_r"]
+    u, a, neg_tau = data["neg_u"], data["neg_a"], data["neg_tau"]
+    H = _helmert(D)
+    T = "expression_dataset"
+    rng = np.random.default_rng(11)
+    gaps = []
+    for _ in range(N_POINTS + 1):
+        point = {k: np.asarray(v.get(k, []), dtype=float) for k in names}  # empty ones are not printed
+        point.update({"log_r_mean_w": rng.normal(size=G), f"{T}_z": rng.normal(size=(G, D - 1)),
+                      f"{T}_psi_raw": rng.normal(-2.0, 1.5, size=G), "prob_dataset_loc": rng.normal(),
+                      "prob_dataset_sigma_raw": rng.normal(0.0, 0.5)})
+        lp = model.log_prob(params={k: np.asarray(x).tolist() for k, x in point.items()}, data=data, jacobian=False,
+                            sig_figs=18).to_numpy().ravel()[0]
+        s = np.sqrt(neg_tau * np.exp(point[f"{T}_psi_raw"]))
+        sigma = np.logaddexp(0.0, point["prob_dataset_sigma_raw"])
+        log_mu = np.asarray(v["log_mu"], dtype=float)
+        log_r = ((log_mu.mean(axis=1) - point["prob_dataset_loc"] - sigma / np.sqrt(D) * point["log_r_mean_w"])[:, None]
+                 + (s[:, None] * point[f"{T}_z"]) @ H.T)
+        model_lp = sum(stats.multivariate_normal.logpdf(log_r[g], np.full(D, m0), s[g] ** 2 * np.eye(D) + s0 ** 2)
+                       for g in range(G))
+        model_lp += (stats.norm.logpdf(log_mu - log_r, point["prob_dataset_loc"], sigma).sum()
+                     + G * np.log(sigma) + (D - 1) * np.log(s).sum()  # the Jacobian of (w, z) -> log r
+                     + stats.norm.logpdf(point["prob_dataset_loc"], 0, 1)
+                     + stats.norm.logpdf(point["prob_dataset_sigma_raw"], 0, 0.5)
+                     + np.sum(u * special.log_expit(point[f"{T}_psi_raw"]) + a * special.log_expit(-point[f"{T}_psi_raw"])))
+        gaps.append(lp - model_lp)
+    # lp ~ -1e3 printed to 18 digits; a missing Jacobian or a wrong marginal variance moves the gap by ~1 or more
+    assert np.ptp(gaps) < 1e-7 * max(1.0, abs(gaps[0])), gaps
 
 
 def test_dataset_log_mean_density_is_the_model(compile_stan, dataset_counts, tmp_path):
