@@ -159,7 +159,7 @@ def log_mean_dataset_args(config: ModelConfig, pl: Plan) -> dict:
     if samples_dataset_r_mean(config):
         T, family = "expression_dataset", config.dataset_priors()["expression"]
         scale = _family_scale(T, family)
-        r_mean = {"scale": scale, "prior": "prior_r",
+        r_mean = {"scale": scale,
                   "contrasts": f"{scale} * {T}_z" if family == "gaussian" else f"diag_pre_multiply({scale}, {T}_z)"}
     return {"shift": shifts_capture(config), "scaled": scales_dataset_log_mean(config), "r_mean": r_mean,
             "log_r": as_gd("log(r)", pl.shapes["r"])}

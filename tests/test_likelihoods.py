@@ -390,13 +390,12 @@ def _helmert(D):
     return H
 
 
-def _r_mean_log_r(v, D):
-    """log r per (gene, dataset) of plan.samples_dataset_r_mean, recomputed: log r's gene mean from the log
-    means and p's non-centred gene mean, plus the expression hierarchy's scaled contrasts."""
+def _log_r_gene_mean(v, D):
+    """log r's mean over the datasets of plan.samples_dataset_r_mean, recomputed from the log means and p's
+    non-centred gene mean w: mean_d log mu - prob_loc - prob_sigma / sqrt(D) w."""
     sigma_p = np.logaddexp(0.0, float(v["prob_dataset_sigma_raw"]))
     log_mu = np.asarray(v["log_mu"], dtype=float)
-    mean = log_mu.mean(axis=1) - float(v["prob_dataset_loc"]) - sigma_p / np.sqrt(D) * np.asarray(v["log_r_mean_w"])
-    return mean, sigma_p
+    return log_mu.mean(axis=1) - float(v["prob_dataset_loc"]) - sigma_p / np.sqrt(D) * np.asarray(v["log_r_mean_w"])
 
 
 def _check_dataset_transforms(config, v, G, D, data):
@@ -420,7 +419,7 @@ def _check_dataset_transforms(config, v, G, D, data):
         theta = np.log(value) if q in ("r", "mu", "phi", "omega") else _logit(value)
         if target == "expression" and samples_dataset_r_mean(config):
             # log r's mean over the datasets from the log means and p's w; its contrasts s_g z (D - 1 per gene)
-            mean, _ = _r_mean_log_r(v, D)
+            mean = _log_r_gene_mean(v, D)
             np.testing.assert_allclose(v["log_r_mean"], mean, rtol=1e-9, atol=1e-9)
             np.testing.assert_allclose(theta.mean(axis=1), mean, rtol=1e-9, atol=1e-9)
             z = np.asarray(v[f"{T}_z"], dtype=float)
@@ -801,8 +800,7 @@ def test_dataset_r_mean_density_is_the_model(compile_stan, dataset_counts, tmp_p
         s = np.sqrt(neg_tau * np.exp(point[f"{T}_psi_raw"]))
         sigma = np.logaddexp(0.0, point["prob_dataset_sigma_raw"])
         log_mu = np.asarray(v["log_mu"], dtype=float)
-        log_r = ((log_mu.mean(axis=1) - point["prob_dataset_loc"] - sigma / np.sqrt(D) * point["log_r_mean_w"])[:, None]
-                 + (s[:, None] * point[f"{T}_z"]) @ H.T)
+        log_r = _log_r_gene_mean({**v, **point}, D)[:, None] + (s[:, None] * point[f"{T}_z"]) @ H.T
         model_lp = sum(stats.multivariate_normal.logpdf(log_r[g], np.full(D, m0), s[g] ** 2 * np.eye(D) + s0 ** 2)
                        for g in range(G))
         model_lp += (stats.norm.logpdf(log_mu - log_r, point["prob_dataset_loc"], sigma).sum()
