@@ -88,6 +88,13 @@ def test_advice_names_the_remedies():
     hs = approximation_advice("advi", 3.0, config={"expression_dataset_prior": "horseshoe", "gate_prior": "neg"})
     assert "--expression-dataset-prior neg" in hs[0] and "--gate-prior" not in hs[0]
     assert any("--method advi" in t for t in approximation_advice("advi-fullrank", 3.0))
+    # capture and joint models: ADVI first (its intervals covered more of the truth on those benchmarks), once
+    joint = approximation_advice("pathfinder", 30.0, config={"model": "zinbvcp", "dataset_key": "dataset",
+                                                            "expression_dataset_prior": "horseshoe"})
+    assert "--method advi first" in joint[0] and "--expression-dataset-prior neg" in joint[1]
+    assert sum("--method advi" in t for t in joint) == 1
+    assert "--method advi first" in approximation_advice("pathfinder", 5.0, config={"model": "nbvcp"})[0]
+    assert not any("first" in t for t in approximation_advice("pathfinder", 5.0, config={"model": "zinb"}))
 
 
 def test_console_reason_reads_the_transcript(tmp_path):
