@@ -37,7 +37,7 @@ def approximation_advice(method: str, pareto_k: float, *, config: dict | None = 
     if method == "pathfinder" and _capture_or_joint(config):
         # bench/scale.py's rows (docs/performance.md), same model and size: ADVI's 90% intervals covered more of
         # the true means than pathfinder's on every simulated capture and joint model but nbvcp with a per-gene p
-        # (83% against 70%), the seed's horseshoe included; pathfinder's covered 16-83%.
+        # (there pathfinder 83%, ADVI 70%), the seed's horseshoe included; pathfinder's covered 16-83% in all.
         tips.append("try --method advi first: on simulated capture and joint models its 90% intervals covered more "
                     "of the true means than pathfinder's (joint zinbvcp 1,000 x 475: 86% against 25%, in 37 s "
                     "against 131 s; docs/performance.md)")
