@@ -57,22 +57,28 @@ def main() -> None:
     counts = read_counts(args.h5ad, dataset_key="dataset")
     data = stan_data(config, counts)
     model = compile_program(render(config), name=f"joint_{args.variant}").model
-    inits = capture_starts(model, data, 1, args.seed)
-    t = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        fit = model.sample(data=data, chains=1, inits=inits[0] if inits else None, iter_warmup=args.warmup,
-                           iter_sampling=args.draws, seed=args.seed, output_dir=args.keep or tmp,
-                           show_progress=False, save_warmup=True)
-        mv = fit.method_variables()
-        summary = fit.summary()
+        row = run_chain(model, data, args.seed, args.warmup, args.draws, args.keep or tmp)
+    print(json.dumps({"variant": args.variant, "set": args.set, **row}))
+
+
+def run_chain(model, data: dict, seed: int, warmup: int, draws: int, output_dir: str) -> dict:
+    """One NUTS chain from fit.capture_starts, warmup saved: the figures this script prints (also used by
+    bench/joint_signal_scales.py, which runs edited programs the same way)."""
+    inits = capture_starts(model, data, 1, seed)
+    t = time.monotonic()
+    fit = model.sample(data=data, chains=1, inits=inits[0] if inits else None, iter_warmup=warmup,
+                       iter_sampling=draws, seed=seed, output_dir=output_dir, show_progress=False, save_warmup=True)
+    mv = fit.method_variables()
+    summary = fit.summary()
     steps = mv["n_leapfrog__"].ravel()
     ess = summary["ESS_bulk"].drop("lp__", errors="ignore").sort_values().head(6)
-    print(json.dumps({"variant": args.variant, "set": args.set, "seed": args.seed, "wall_s": round(time.monotonic() - t, 1),
-                      "steps_warmup": int(steps[:args.warmup].sum()),
-                      "steps_per_draw": round(float(steps[args.warmup:].mean()), 1),
-                      "divergences": int(mv["divergent__"].ravel()[args.warmup:].sum()),
-                      "stepsize": float(mv["stepsize__"].ravel()[-1]),
-                      "lowest_bulk_ess": {k: round(float(v), 1) for k, v in ess.items()}}))
+    return {"seed": seed, "wall_s": round(time.monotonic() - t, 1),
+            "steps_warmup": int(steps[:warmup].sum()),
+            "steps_per_draw": round(float(steps[warmup:].mean()), 1),
+            "divergences": int(mv["divergent__"].ravel()[warmup:].sum()),
+            "stepsize": float(mv["stepsize__"].ravel()[-1]),
+            "lowest_bulk_ess": {k: round(float(v), 1) for k, v in ess.items()}}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ program bench/joint_coordinates.py runs (`log_mean`), with its data, starts and 
 """
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from joint_coordinates import JOINT  # noqa: E402
+from joint_coordinates import JOINT, run_chain  # noqa: E402
 from scribe_cli.cache import compile_program  # noqa: E402
 from scribe_cli.config import ModelConfig, validate  # noqa: E402
 from scribe_cli.data import read_counts  # noqa: E402
-from scribe_cli.fit import capture_starts  # noqa: E402
 from scribe_cli.render import render  # noqa: E402
 from scribe_cli.standata import stan_data  # noqa: E402
 
@@ -58,20 +56,10 @@ off, se = np.asarray(data["log_mu_offset"]), np.asarray(data["log_mu_scale"])
 zs = np.abs(off[:, 0] - off[:, 1]) / np.sqrt(se[:, 0] ** 2 + se[:, 1] ** 2)
 sig = np.flatnonzero(zs > k) + 1
 if variant == "kappa":
-    data.update(S=int(sig.size), sig_idx=sig.tolist(), nul_idx=[g for g in range(1, data["G"] + 1) if g not in set(sig)])
+    data.update(S=int(sig.size), sig_idx=sig.tolist(), nul_idx=np.setdiff1d(np.arange(1, data["G"] + 1), sig).tolist())
 print("signal genes:", sig.size, sig.tolist()[:30], file=sys.stderr)
 model = compile_program(text, name=f"joint_{variant}").model
-inits = capture_starts(model, data, 1, seed)
-W, N = 150, 100
-t = time.monotonic()
 keep = Path(f"/tmp/jc/{variant}_s{seed}_k{k}")
 keep.mkdir(parents=True, exist_ok=True)
-fit = model.sample(data=data, chains=1, inits=inits[0] if inits else None, iter_warmup=W, iter_sampling=N, seed=seed,
-                   output_dir=str(keep), show_progress=False, save_warmup=True)
-mv = fit.method_variables(); summary = fit.summary()
-steps = mv["n_leapfrog__"].ravel()
-ess = summary["ESS_bulk"].drop("lp__", errors="ignore").sort_values().head(6)
-print(json.dumps({"variant": variant, "k": k, "S": int(sig.size), "seed": seed, "wall_s": round(time.monotonic() - t, 1),
-                  "steps_warmup": int(steps[:W].sum()), "steps_per_draw": round(float(steps[W:].mean()), 1),
-                  "divergences": int(mv["divergent__"].ravel()[W:].sum()), "stepsize": float(mv["stepsize__"].ravel()[-1]),
-                  "lowest_bulk_ess": {k: round(float(v), 1) for k, v in ess.items()}}))
+row = run_chain(model, data, seed, 150, 100, str(keep))
+print(json.dumps({"variant": variant, "k": k, "S": int(sig.size), **row}))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from .config import CAPTURE_MODELS
+
 # Options whose value is a hierarchical prior family (ModelConfig field names; the CLI option is the same
 # name with dashes).
 PRIOR_FIELDS = ("prob_prior", "expression_prior", "gate_prior", "overdispersion_prior", "expression_dataset_prior",
@@ -26,7 +28,7 @@ def horseshoe_options(config: dict | None) -> list[str]:
 def _capture_or_joint(config: dict | None) -> bool:
     """Per-cell capture (nbvcp, zinbvcp) or several datasets: where pathfinder's intervals were narrowest."""
     c = config or {}
-    return str(c.get("model", "")).endswith("vcp") or c.get("dataset_key") is not None
+    return c.get("model") in CAPTURE_MODELS or c.get("dataset_key") is not None
 
 
 def approximation_advice(method: str, pareto_k: float, *, config: dict | None = None, paths: int | None = None,
@@ -34,7 +36,8 @@ def approximation_advice(method: str, pareto_k: float, *, config: dict | None = 
     """Remedies, most useful first, for an approximation whose Pareto k exceeds its threshold (or whose
     PSIS resample collapsed: ``collapsed``)."""
     tips: list[str] = []
-    if method == "pathfinder" and _capture_or_joint(config):
+    advi_first = method == "pathfinder" and _capture_or_joint(config)
+    if advi_first:
         # bench/scale.py's rows (docs/performance.md), same model and size: ADVI's 90% intervals covered more of
         # the true means than pathfinder's on every simulated capture and joint model but nbvcp with a per-gene p
         # (there pathfinder 83%, ADVI 70%), the seed's horseshoe included; pathfinder's covered 16-83% in all.
@@ -50,7 +53,7 @@ def approximation_advice(method: str, pareto_k: float, *, config: dict | None = 
         if pareto_k <= MORE_PATHS_K_MAX and not collapsed:
             more = 2 * (paths or 4)
             tips.append(f"run more paths (--chains {more}): PSIS then picks from more starting points")
-        if not _capture_or_joint(config):
+        if not advi_first:
             tips.append("try --method advi (mean-field ADVI: its draws are not resampled, so they never collapse to "
                         "a few points, but its intervals are the approximation's)")
     elif method == "advi-fullrank":

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .errors import UserInputError
 
 MODELS = ("nbdm", "zinb", "nbvcp", "zinbvcp")
+CAPTURE_MODELS = ("nbvcp", "zinbvcp")  # a capture probability per cell
 PARAMETERIZATIONS = ("canonical", "mean-prob", "mean-odds", "mean-disp")
 PRIOR_FAMILIES = ("none", "gaussian", "horseshoe", "neg")
 PRIOR_TARGETS = ("prob", "expression", "gate", "overdispersion")
@@ -117,7 +118,7 @@ class ModelConfig:
 
     @property
     def variable_capture(self) -> bool:
-        return self.model in ("nbvcp", "zinbvcp")
+        return self.model in CAPTURE_MODELS
 
     @property
     def capture_prior(self) -> tuple[float, float] | None:
