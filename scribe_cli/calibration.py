@@ -28,9 +28,8 @@ from .config import ModelConfig
 from .data import Counts
 from .diagnostics import convergence
 from .fit import RunOptions, run_method
-from .idata import to_inference_data
 from .pipeline import sample_prior
-from .idata import variable_dims
+from .idata import data_coords, to_inference_data, variable_dims
 from .render import render
 from .standata import stan_data
 from .reports.ppc import draw_parameters, simulate_counts
@@ -83,12 +82,7 @@ def placeholder_counts(n_cells: int, n_genes: int, n_datasets: int = 0) -> Count
 
 
 def _coords(counts: Counts, data: dict) -> dict:
-    coords = {"gene": counts.genes, "cell": counts.cells}
-    if "K" in data:
-        coords["component"] = list(range(data["K"]))
-    if "D" in data:
-        coords["dataset"] = list(counts.datasets)
-    return coords
+    return data_coords(counts.genes, counts.cells, counts.datasets, data)
 
 
 def _dims_of(config: ModelConfig, data: dict):

@@ -170,6 +170,31 @@ _KNOWN_DIMS = {
 # axis of the data even when it happens to equal C or G, so they keep numbered axes.
 _SUBSET_AXES = {"capture_shift", "capture_dev", "capture_eta_own"}
 
+# The D - 1 orthonormal (Helmert) contrasts between the datasets that a dataset-level mean hierarchy samples
+# (priors/_target.stan.j2's <target>_z of `mean_contrast`; docs/models.md): contrast k sets the mean of
+# datasets 1..k against dataset k + 1.
+CONTRAST_DIM = "dataset_contrast"
+
+
+def contrast_labels(datasets: list[str]) -> list[str]:
+    """Coordinates of the contrast axis, in the datasets' names: "A vs B", "mean(A, B) vs C", ..."""
+    return [f"{datasets[0] if k == 1 else 'mean(' + ', '.join(datasets[:k]) + ')'} vs {datasets[k]}"
+            for k in range(1, len(datasets))]
+
+
+def data_coords(genes: list, cells: list, datasets: list | None, data: dict) -> dict:
+    """The coordinates of the named axes: gene, cell, and where the program has them component, dataset and
+    dataset_contrast."""
+    coords = {"gene": genes, "cell": cells}
+    if "K" in data:
+        coords["component"] = list(range(data["K"]))
+    if "D" in data:
+        if datasets is None or len(datasets) != data["D"]:
+            raise ValueError(f"the data have D = {data['D']} datasets but the counts name {len(datasets or [])}")
+        coords["dataset"] = list(datasets)
+        coords[CONTRAST_DIM] = contrast_labels([str(d) for d in datasets])
+    return coords
+
 
 def variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, list[str]]:
     """Named dims of each Stan variable, from the sizes the data fix (gene = G, cell = C, component = K).
@@ -184,12 +209,16 @@ def variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, li
     if "D" in data:  # multi-dataset programs (one axis per dataset)
         sizes.append(("dataset", data["D"]))
     size_of = dict(sizes)
+    contrast = (("gene", data["G"]), (CONTRAST_DIM, data["D"] - 1)) if "D" in data else None
     dims: dict[str, list[str]] = {}
     for name, value in arrays.items():
         shape = np.shape(value)[2:]  # drop the chain and draw axes
         if name in _SUBSET_AXES:
             if shape:
                 dims[name] = [f"{name}_dim_{i}" for i in range(len(shape))]
+            continue
+        if contrast and name.endswith("_dataset_z") and shape == tuple(n for _, n in contrast):
+            dims[name] = [d for d, _ in contrast]  # the contrasts' axis, even when D - 1 equals G or K
             continue
         known = _KNOWN_DIMS.get(name)
         if known and len(known) == len(shape) and all(size_of.get(d) == n for d, n in zip(known, shape)):

@@ -22,7 +22,7 @@ from .shrinkage import shrinkage
 from .fit import RunOptions, check_method_size, run_method
 from .errors import UserInputError
 from .idata import attach_attrs, check_output_path, prior_inference_data, to_inference_data, write_netcdf
-from .idata import variable_dims
+from .idata import data_coords, variable_dims
 from .render import render
 from .standata import stan_data
 from .toolchain import STAN_VERSION, stanc_version, use_toolchain
@@ -90,13 +90,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         fit = run_method(compiled.model, data, opts, workdir)
         timings["sample"] = time.monotonic() - t
 
-        coords = {"gene": counts.genes, "cell": counts.cells}
-        if "K" in data:
-            coords["component"] = list(range(data["K"]))
-        if "D" in data:
-            if counts.datasets is None or len(counts.datasets) != data["D"]:
-                raise ValueError(f"the data have D = {data['D']} datasets but the counts name {len(counts.datasets or [])}")
-            coords["dataset"] = list(counts.datasets)
+        coords = data_coords(counts.genes, counts.cells, counts.datasets, data)
         dims_of = lambda arrays: variable_dims(config, arrays, data)  # noqa: E731
         prior = None
         if prior_draws > 0:

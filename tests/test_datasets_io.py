@@ -289,6 +289,22 @@ def test_dataset_weights_dims_when_datasets_equal_components():
     assert dims["mu"] == ["gene", "component"]
 
 
+def test_dataset_contrasts_have_their_own_named_axis():
+    """expression_dataset_z holds D - 1 Helmert contrasts per gene: its second axis is dataset_contrast, labelled
+    by the datasets it compares, also when D - 1 equals another axis's length (here D - 1 = 2 = C)."""
+    from scribe_cli.idata import data_coords, variable_dims
+
+    config = validate(ModelConfig(dataset_key="batch", expression_dataset_prior="horseshoe"))
+    data = {"C": 2, "G": 5, "D": 3}
+    dims = variable_dims(config, {"expression_dataset_z": np.zeros((1, 3, 5, 2)), "mu": np.zeros((1, 3, 5, 3))}, data)
+    assert dims["expression_dataset_z"] == ["gene", "dataset_contrast"]
+    assert dims["mu"] == ["gene", "dataset"]
+    coords = data_coords(["g"] * 5, ["c"] * 2, ["A", "B", "C"], data)
+    assert coords["dataset_contrast"] == ["A vs B", "mean(A, B) vs C"]
+    with pytest.raises(ValueError, match="D = 3 datasets but the counts name 2"):
+        data_coords(["g"] * 5, ["c"] * 2, ["A", "B"], data)
+
+
 def test_capture_subset_coordinates_are_not_named_as_data_axes():
     """capture_dev and capture_eta_own run over data-chosen subsets of the cells: a length that equals G or C
     is a coincidence, not the gene or cell axis."""
