@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
 from .plan import (GD, Plan, as_gd, lift_shape, marginal_neg, native_capture_terms, neg_forms, output_only,
-                   samples_dataset_log_mean, samples_dataset_r_mean, samples_log_mean, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper,
+                   gates_log_mean, samples_dataset_log_mean, samples_dataset_r_mean, samples_log_mean, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper,
                    shifts_capture, splits_dataset_gate, splits_nonzero_terms, times_shape)
 
 # Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
@@ -107,6 +107,7 @@ def base_specs(config: ModelConfig, pl: Plan) -> list[dict]:
             "logit_p": logit_p_expr(config, pl),
             "capture_shift": name == "r" and shifts_capture(config),
             "scaled": name == "r" and scales_log_mean(config),
+            "gated": name == "r" and gates_log_mean(config),
         })
     return specs
 

@@ -324,9 +324,9 @@ def log_mean_scales(X: sp.csr_matrix) -> dict:
     """The offset and multiplier of each gene's log mean (plan.scales_log_mean): the log of its mean count and
     that log's standard error, sqrt(var / C) / mean with the variance at least the mean (Poisson). A gene with
     no counts gets log(0.5 / C) and 1, and no scale exceeds 1 (a handful of counts leaves log mu to its prior,
-    whose spread is wider still). Under a gate or a BNB tail the observed mean is off the model's mu by the
-    gate's share: the offset is a location only, and a few standard errors off is what warmup's first
-    iterations travel anyway."""
+    whose spread is wider still). Under a gate the sampled coordinate is the mean after it (plan.gates_log_mean),
+    which these are of; under a BNB tail, or with --ungated-mean, the observed mean is off the model's mu by
+    the tail's or the gate's share: the offset is a location only."""
     X = sp.csr_matrix(X)
     C = X.shape[0]
     mean = np.asarray(X.sum(axis=0), dtype=np.float64).ravel() / C

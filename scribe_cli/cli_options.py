@@ -90,6 +90,11 @@ MODEL_OPTIONS = [
                       "Gaussian scale) in units of their standard errors from the counts (Stan's offset/multiplier: "
                       "the same model). Stan's warmup cannot learn scales far below 0.01; at 10,000 cells NUTS's "
                       "warmup took 2.7x fewer steps (docs/performance.md). --unit-coordinates declares them plainly."),
+    click.option("--gated-mean/--ungated-mean", default=True, show_default=True,
+                 help="zinb, zinbvcp with the mean coordinates: sample each gene's mean after its gate, "
+                      "log((1 - gate) mu), the mean its counts pin, and derive log mu (the same model: a shift at "
+                      "fixed gate). In (gate, log mu) a gene whose zeros the gate shares lies on a diagonal ridge "
+                      "(docs/performance.md). --ungated-mean samples log mu itself."),
     click.option("--neg-marginal/--neg-local-scales", default=None,
                  help="NEG with --neg-u 1 --neg-a 1 on p, the gate or omega: integrate each element's local scale "
                       "out (the same prior; psi is drawn from its conditional afterwards; no funnel, so no "
@@ -110,7 +115,7 @@ MODEL_OPTION_NAMES = ("model", "parameterization", "components", "assignments", 
                       "expression_dataset_prior", "prob_dataset_prior", "prob_dataset_mode",
                       "zero_inflation_dataset_prior", "overdispersion_dataset_prior", "organism", "total_mrna",
                       "total_mrna_sd", "mean_anchor", "mean_anchor_sd", "native_gradients", "mean_coordinates",
-                      "scaled_coordinates", "neg_marginal",
+                      "scaled_coordinates", "gated_mean", "neg_marginal",
                       "horseshoe_tau0", "slab_df",
                       "slab_scale", "neg_u", "neg_a", "neg_tau", "priors")
 

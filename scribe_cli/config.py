@@ -60,7 +60,8 @@ DATA_ONLY_FIELDS = ("horseshoe_tau0", "slab_df", "slab_scale", "neg_u", "neg_a",
 
 # The off spelling of the CLI's on/off switches (cli_options: --native-gradients/--stan-gradients, ...).
 NEGATED_FLAGS = {"native_gradients": "--stan-gradients", "mean_coordinates": "--r-coordinates",
-                 "scaled_coordinates": "--unit-coordinates", "neg_marginal": "--neg-local-scales"}
+                 "scaled_coordinates": "--unit-coordinates", "neg_marginal": "--neg-local-scales",
+                 "gated_mean": "--ungated-mean"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ class ModelConfig:
     # Gaussian scale) in units of their standard errors from the counts (plan.scales_log_mean,
     # plan.scales_prob_hyper): Stan's offset/multiplier, the same model. False declares them plainly.
     scaled_coordinates: bool = True
+    # Zero-inflated log-mean programs sample each gene's mean after its gate, log((1 - gate) mu), the mean its counts
+    # pin, with log mu derived (plan.gates_log_mean): a shift at fixed gate, the same model. False samples log mu.
+    gated_mean: bool = True
     # NEG with u = a = 1 on prob, gate or overdispersion integrates its local scales out (plan.marginal_neg): the
     # same prior, with psi drawn afterwards. False samples them (psi_raw), as every other NEG does. None: chosen
     # per method (for_method).

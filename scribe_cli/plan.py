@@ -204,6 +204,20 @@ def samples_log_mean(config: ModelConfig) -> bool:
             and config.expression_dataset_prior == "none")
 
 
+def gates_log_mean(config: ModelConfig) -> bool:
+    """A zero-inflated log-mean program samples each gene's mean after its gate, log((1 - gate) mu) (minus the
+    capture shift where there is one), and derives log mu = that - log1m(gate) (params/canonical.stan.j2). At
+    fixed gate that is a shift, so its Jacobian is 1: the same model and priors.
+
+    Why: the counts pin the gene's mean count, (1 - gate) mu (times the capture), and its share of zeros; in
+    (logit gate, log mu) a gene whose zeros the gate shares lies on the ridge d log mu = gate d logit(gate),
+    steep in log mu's units of its standard error (plan.scales_log_mean, centred on the observed mean, which is
+    this coordinate's). Mean-field ADVI puts each marginal at the ridge's narrow width and L-BFGS crawls along
+    it: simulated zinbvcp 2,000 x 500, ADVI's 90% intervals covered 64% of the true means in log mu and 84% in
+    this coordinate (docs/performance.md). --ungated-mean samples log mu."""
+    return samples_log_mean(config) and config.zero_inflated and config.gated_mean
+
+
 def marginal_neg(config: ModelConfig, target: str) -> bool:
     """A gene-level NEG prior with u = a = 1 (the defaults) and one local scale per element (prob, gate,
     overdispersion; not expression, whose local scale is shared by the components) samples each element's

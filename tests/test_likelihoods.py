@@ -721,12 +721,14 @@ def test_log_mean_coordinates_leave_the_density_unchanged(compile_stan, counts, 
     The log-mu program is zinb_prob_horseshoe's (p per gene; the gate exercises r in log0 too), compiled once
     for the likelihood tests above. Its log mu is also in units of the data's scales (plan.scales_log_mean):
     Stan's affine Jacobian then adds the constant sum(log log_mu_scale), and r's prior, written on log r, drops
-    lognormal_lpdf's constant: nothing else may differ.
+    lognormal_lpdf's constant: nothing else may differ. Under the gate the sampled coordinate is the mean after
+    it, log_mu_gated = log mu + log1m(gate) (plan.gates_log_mean), whose Jacobian at fixed gate is 1.
     (prob_loc is scaled in both programs: the same term on both sides.)"""
     config = validate(ModelConfig(**CASES["zinb_prob_horseshoe"]))
     old = validate(ModelConfig(**CASES["zinb_prob_horseshoe"], mean_coordinates=False))
     new_text, old_text = reference_program(config), reference_program(old)
-    assert "multiplier=log_mu_scale>[G] log_mu;" in new_text and "jacobian += sum(log_r)" in new_text
+    assert "multiplier=log_mu_scale>[G] log_mu_gated;" in new_text and "jacobian += sum(log_r)" in new_text
+    assert "log_mu = log_mu_gated - log1m(gate);" in new_text
     assert "normal_lupdf(log_r | prior_r[1], prior_r[2]) - sum(log_r)" in new_text and "r ~ lognormal" in old_text
     assert "log_mu" not in old_text and "multiplier=prob_loc_scale> prob_loc;" in old_text
     # prior draws (prior_only) span hundreds of the data's scales: the same program, in plain coordinates there
@@ -741,13 +743,14 @@ def test_log_mean_coordinates_leave_the_density_unchanged(compile_stan, counts, 
     affine = float(np.sum(np.log(data["log_mu_scale"])))
     assert affine < -1.0  # the genes' scales are well below 1 here, so a dropped term would show
     new_names, old_names = (set(check_program(text)["parameters"]) for text in (new_text, old_text))
-    assert new_names - old_names == {"log_mu"} and old_names - new_names == {"r"}
-    sampled = new_names - {"log_mu"}
+    assert new_names - old_names == {"log_mu_gated"} and old_names - new_names == {"r"}
+    sampled = new_names - {"log_mu_gated"}
     for seed in range(N_POINTS):
         fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=seed + 31, sig_figs=18,
                            output_dir=str(tmp_path), show_progress=False)
         (v,) = _point_values(fit)
-        new_params = {k: np.asarray(v[k]).tolist() for k in sampled | {"log_mu"}}
+        new_params = {k: np.asarray(v[k]).tolist() for k in sampled | {"log_mu_gated"}}
+        np.testing.assert_allclose(v["log_mu"], v["log_mu_gated"] - np.log1p(-v["gate"]), rtol=1e-12)
         old_params = {**{k: np.asarray(v[k]).tolist() for k in sampled}, "r": v["r"].tolist()}
         np.testing.assert_allclose(np.log(v["r"]), v["log_mu"] - np.log(v["p"] / (1 - v["p"])), rtol=1e-12)
         for jacobian in (True, False):
