@@ -50,9 +50,10 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=100)
     ap.add_argument("--keep", help="write the chain's CSV here (kept) instead of a temporary directory")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                    help="change the joint configuration (ModelConfig fields), e.g. expression_dataset_prior=gaussian")
+                    help="change the joint configuration (ModelConfig fields), e.g. expression_dataset_prior=gaussian "
+                         "or gated_mean=false")
     args = ap.parse_args()
-    options = {**JOINT, **dict(kv.split("=", 1) for kv in args.set)}
+    options = {**JOINT, **{k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)}}
     config = validate(ModelConfig(**options, mean_coordinates=args.variant == "log_mean"))
     counts = read_counts(args.h5ad, dataset_key="dataset")
     data = stan_data(config, counts)
@@ -60,6 +61,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         row = run_chain(model, data, args.seed, args.warmup, args.draws, args.keep or tmp)
     print(json.dumps({"variant": args.variant, "set": args.set, **row}))
+
+
+def _value(text: str):
+    """A --set value: true / false as booleans (gated_mean=false), numbers as numbers, the rest as text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        return text
 
 
 def run_chain(model, data: dict, seed: int, warmup: int, draws: int, output_dir: str) -> dict:
