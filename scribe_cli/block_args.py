@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
 from .plan import (GD, Plan, as_gd, lift_shape, marginal_neg, native_capture_terms, neg_forms, output_only,
-                   gates_dataset_log_mean, gates_log_mean, samples_dataset_log_mean, samples_dataset_r_mean, samples_log_mean, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper,
+                   gates_log_mean, samples_dataset_log_mean, samples_dataset_r_mean, samples_log_mean, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper,
                    shifts_capture, splits_dataset_gate, splits_nonzero_terms, times_shape)
 
 # Hierarchical targets (priors.md): the parameter each defines, its link, the normal prior of a scalar
@@ -162,11 +162,8 @@ def log_mean_dataset_args(config: ModelConfig, pl: Plan) -> dict:
         scale = _family_scale(T, family)
         r_mean = {"scale": scale,
                   "contrasts": f"{scale} * {T}_z" if family == "gaussian" else f"diag_pre_multiply({scale}, {T}_z)"}
-    gated = None
-    if gates_dataset_log_mean(config):  # log1m(gate) per (gene, dataset), a shared gate's repeated per dataset
-        gated = as_gd("log1m(gate)", pl.shapes["gate"])
     return {"shift": shifts_capture(config), "scaled": scales_dataset_log_mean(config), "r_mean": r_mean,
-            "log_r": as_gd("log(r)", pl.shapes["r"]), "gated": gated}
+            "log_r": as_gd("log(r)", pl.shapes["r"])}
 
 
 def two_level_args(config: ModelConfig, pl: Plan, family: str, declare_data: bool) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .block_args import (base_specs, dataset_hier_args, derived_dataset_args, hier_args, likelihood_args,
                          log_mean_dataset_args, logit_p_expr, two_level_args)
 from .config import ModelConfig
-from .plan import as_gd, gates_dataset_log_mean, gates_log_mean, output_only, plan, samples_dataset_log_mean, samples_log_mean, shifts_capture
+from .plan import as_gd, gates_log_mean, output_only, plan, samples_dataset_log_mean, samples_log_mean, shifts_capture
 
 
 @dataclass
@@ -55,10 +55,7 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
     for target, family in config.hierarchical().items():
         blocks.append(Block(f"priors/{family}.stan.j2", hier_args(config, pl, target, family, family not in declared)))
         declared.add(family)
-    dataset_priors = config.dataset_priors()
-    if gates_dataset_log_mean(config) and "gate" in dataset_priors:  # log mu reads the gate (log_mean_dataset)
-        dataset_priors = {"gate": dataset_priors.pop("gate"), **dataset_priors}
-    for target, family in dataset_priors.items():
+    for target, family in config.dataset_priors().items():
         if target == "prob" and config.prob_dataset_mode == "two_level":
             blocks.append(Block("priors/two_level.stan.j2", two_level_args(config, pl, family, family not in declared)))
         else:

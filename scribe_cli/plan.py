@@ -214,15 +214,8 @@ def gates_log_mean(config: ModelConfig) -> bool:
     steep in log mu's units of its standard error (plan.scales_log_mean, centred on the observed mean, which is
     this coordinate's). Mean-field ADVI puts each marginal at the ridge's narrow width and L-BFGS crawls along
     it: simulated zinbvcp 2,000 x 500, ADVI's 90% intervals covered 64% of the true means in log mu and 84% in
-    this coordinate (docs/performance.md). --ungated-mean samples log mu. Joint programs: gates_dataset_log_mean."""
+    this coordinate (docs/performance.md). --ungated-mean samples log mu."""
     return samples_log_mean(config) and config.zero_inflated and config.gated_mean
-
-
-def gates_dataset_log_mean(config: ModelConfig) -> bool:
-    """gates_log_mean per (gene, dataset) in a joint log-mean program (samples_dataset_log_mean): each column's
-    mean after its gate is sampled and log mu[g, d] = that - log1m(gate[g, d]) (the gate per (gene, dataset) or
-    shared across them), so a dataset-level gate hierarchy is rendered before params/log_mean_dataset.stan.j2."""
-    return samples_dataset_log_mean(config) and config.zero_inflated and config.gated_mean
 
 
 def marginal_neg(config: ModelConfig, target: str) -> bool:
