@@ -27,7 +27,7 @@ from scipy.special import logsumexp
 
 from scribe_cli.cache import check_program
 from scribe_cli.config import ModelConfig, validate
-from scribe_cli.plan import likelihood_form, samples_dataset_log_mean, samples_dataset_r_mean
+from scribe_cli.plan import gates_log_mean, likelihood_form, samples_dataset_log_mean, samples_dataset_r_mean
 from scribe_cli.standata import RISE_LIMIT, rise_table, sparse_stats, stan_data
 
 CASES = {
@@ -93,6 +93,9 @@ def test_fast_likelihood_matches_dense(name, compile_stan, counts, tmp_path):
     for v in points:
         fast, dense = float(v["log_lik_fast"]), float(v["log_lik_dense"])
         assert np.isfinite(fast) and np.isfinite(dense)
+        if gates_log_mean(config):  # the dense terms read log mu: it must be the sampled mean before the gate
+            sampled = v["log_mu_shifted"] + v["capture_shift"] if "log_mu_shifted" in v else v["log_mu_gated"]
+            np.testing.assert_allclose(v["log_mu"], sampled - np.log1p(-v["gate"]), rtol=1e-12, atol=1e-12)
         assert fast == pytest.approx(dense, rel=REL_TOL), (name, fast, dense)
         # each cell's log_lik (the all-zero cell 3 and the cells with the large counts among them) against scipy
         assert v["log_lik"].shape == (U.shape[0],)
