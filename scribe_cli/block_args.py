@@ -154,16 +154,6 @@ def dataset_hier_args(config: ModelConfig, pl: Plan, target: str, family: str, d
     return a
 
 
-def log1m_gate(config: ModelConfig) -> str | None:
-    """log(1 - gate) for the mean after the gate (plan.gates_log_mean), else None. From a gate hierarchy's link
-    (its split always defines gate_link) as log1m_inv_logit, finite where inv_logit rounds to 1 (a logit above
-    ~37, which ADVI's Gaussian draws of a loose gate can reach: log mu would be infinite); the base-prior gate is
-    declared on (0, 1), whose logit Stan keeps to itself."""
-    if not gates_log_mean(config):
-        return None
-    return "log1m_inv_logit(gate_link)" if config.gate_split else "log1m(gate)"
-
-
 def log_mean_dataset_args(config: ModelConfig, pl: Plan) -> dict:
     """Arguments of params/log_mean_dataset.stan.j2 (plan.samples_dataset_log_mean)."""
     r_mean = None

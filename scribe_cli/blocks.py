@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .block_args import (base_specs, dataset_hier_args, derived_dataset_args, hier_args, likelihood_args,
-                         log1m_gate, log_mean_dataset_args, logit_p_expr, two_level_args)
+                         log_mean_dataset_args, logit_p_expr, two_level_args)
 from .config import ModelConfig
-from .plan import as_gd, output_only, plan, samples_dataset_log_mean, samples_log_mean, shifts_capture
+from .plan import as_gd, gates_log_mean, output_only, plan, samples_dataset_log_mean, samples_log_mean, shifts_capture
 
 
 @dataclass
@@ -67,7 +67,7 @@ def blocks_for(config: ModelConfig, check_loglik: bool = False, dense: bool = Fa
     derived = {"elt": pl.elt, "p_scalar": pl.p_scalar, "vcp": config.variable_capture and config.capture_prior is None,
                "ds": derived_dataset_args(config, pl.shapes) if pl.dparams else None,
                "log_mean": samples_log_mean(config), "logit_p": logit_p_expr(config, pl),
-               "mu_in_gq": "mu" in output_only(config), "gated": log1m_gate(config),
+               "mu_in_gq": "mu" in output_only(config), "gated": gates_log_mean(config),
                "capture_shift": shifts_capture(config)}
     blocks.append(Block(f"params/{config.parameterization.replace('-', '_')}.stan.j2", derived))
     if config.bnb:

@@ -91,7 +91,7 @@ MODEL_OPTIONS = [
                       "the same model). Stan's warmup cannot learn scales far below 0.01; at 10,000 cells NUTS's "
                       "warmup took 2.7x fewer steps (docs/performance.md). --unit-coordinates declares them plainly."),
     click.option("--gated-mean/--ungated-mean", default=True, show_default=True,
-                 help="zinb, zinbvcp (one dataset) with the mean coordinates: sample each gene's mean after its gate, "
+                 help="zinb, zinbvcp (one dataset, no --gate-prior) with the mean coordinates: sample each gene's mean after its gate, "
                       "log((1 - gate) mu), the mean its counts pin, and derive log mu (the same model: a shift at "
                       "fixed gate). In (gate, log mu) a gene whose zeros the gate shares lies on a diagonal ridge "
                       "(docs/performance.md). --ungated-mean samples log mu itself."),

@@ -107,8 +107,9 @@ class ModelConfig:
     # Gaussian scale) in units of their standard errors from the counts (plan.scales_log_mean,
     # plan.scales_prob_hyper): Stan's offset/multiplier, the same model. False declares them plainly.
     scaled_coordinates: bool = True
-    # Zero-inflated log-mean programs sample each gene's mean after its gate, log((1 - gate) mu), the mean its counts
-    # pin, with log mu derived (plan.gates_log_mean): a shift at fixed gate, the same model. False samples log mu.
+    # Zero-inflated log-mean programs whose gate has its base prior sample each gene's mean after its gate,
+    # log((1 - gate) mu), the mean its counts pin, with log mu derived (plan.gates_log_mean): a shift at fixed gate,
+    # the same model. False samples log mu.
     gated_mean: bool = True
     # NEG with u = a = 1 on prob, gate or overdispersion integrates its local scales out (plan.marginal_neg): the
     # same prior, with psi drawn afterwards. False samples them (psi_raw), as every other NEG does. None: chosen

@@ -216,10 +216,16 @@ def gates_log_mean(config: ModelConfig) -> bool:
     it: simulated zinbvcp 2,000 x 500, ADVI's 90% intervals covered 64% of the true means in log mu and 84% in
     this coordinate (docs/performance.md). --ungated-mean samples log mu.
 
+    Only with the gate's base prior (Beta on (0, 1), light-tailed in logit). Under a gate hierarchy, an
+    approximation's draws of a loose gene's gate reach 1 - 1e-12 (NEG's and the horseshoe's tails, which a
+    Gaussian in their coordinates carries), and mu = mean / (1 - gate) with them: simulated zinb 1,000 x 500,
+    `--gate-prior neg`, ADVI's posterior mean of mu reached 2e14 for a gene of mean 0.03 (log-mean correlation
+    0.20 against 0.99). NUTS on PBMC with `--gate-prior neg` took 511 leapfrog steps per draw either way.
+
     Joint programs (samples_dataset_log_mean) keep log mu per (gene, dataset): there logit p = log mu - log r sits
     under p's centred hierarchy, so a moving gate moved p with it, and NUTS on the simulated joint 1,000 x 500
     took 492 leapfrog steps per draw against 223 (bench/joint_coordinates.py, seed 1; docs/performance.md)."""
-    return samples_log_mean(config) and config.zero_inflated and config.gated_mean
+    return samples_log_mean(config) and config.zero_inflated and config.gate_prior == "none" and config.gated_mean
 
 
 def marginal_neg(config: ModelConfig, target: str) -> bool:

@@ -225,7 +225,7 @@ def test_cli_default_prob_prior(args, header):
          neg_marginal=False, prob_prior="gaussian"),
     dict(model="nbvcp", parameterization="mean-prob", organism="human", mean_anchor=True, neg_marginal=True,
          prob_prior="neg", slab_df=3.0),
-    dict(model="zinbvcp", organism="human", gated_mean=False, gate_prior="horseshoe", prob_prior="gaussian"),
+    dict(model="zinbvcp", organism="human", gated_mean=False, prob_prior="gaussian"),
 ])
 def test_describe_speaks_the_cli(options):
     """describe() (program headers, logs) names each choice as the CLI spells it, switches turned off included
