@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from .errors import UserInputError
-from .config import BASE_PRIORS, BASE_PRIORS_UNCONSTRAINED, MODELS, ORGANISMS, PARAMETERIZATIONS, PRIOR_FAMILIES, \
+from .config import BASE_PRIORS, BASE_PRIORS_UNCONSTRAINED, MODELS, NEGATED_FLAGS, ORGANISMS, PARAMETERIZATIONS, PRIOR_FAMILIES, \
     PROB_DATASET_MODES, ModelConfig, parse_prior_override, validate
 
 _FAMILY = click.Choice(PRIOR_FAMILIES)
@@ -18,6 +18,11 @@ def _prior_help() -> str:
     unconstrained = ", ".join(f"{n}={d}{a}".replace(" ", "") for n, (d, a) in BASE_PRIORS_UNCONSTRAINED.items())
     return (f"Override a base prior's two numbers (data: no recompile). Repeatable. Defaults: {constrained}; "
             f"with --unconstrained (normal on the link scale): {unconstrained}.")
+
+
+def _switch(field: str) -> str:
+    """A ModelConfig switch's on/off flags, the off spelling from config.NEGATED_FLAGS (which describe() also reads)."""
+    return f"--{field.replace('_', '-')}/{NEGATED_FLAGS[field]}"
 
 
 MODEL_OPTIONS = [
@@ -73,29 +78,29 @@ MODEL_OPTIONS = [
                       "or mean-disp."),
     click.option("--mean-anchor-sd", type=float, default=0.3, show_default=True,
                  help="Width of the mean anchor on the log scale (data: no recompile)."),
-    click.option("--native-gradients/--stan-gradients", default=True, show_default=True,
+    click.option(_switch("native_gradients"), default=True, show_default=True,
                  help="Hand-written C++ with its own gradient for the likelihood's hot spots: every model's "
                       "rising-factorial sum (stan/cpp/rise_sum.hpp), NB / ZINB's per-gene terms from logit p "
                       "(stan/cpp/logit_gene_sum.hpp) and, in VCP models with a per-gene p or a gate, "
                       "the O(cells x genes) terms (stan/cpp/capture_cells.hpp; several times faster); or the Stan "
                       "language throughout (the reference they are tested against)."),
-    click.option("--mean-coordinates/--r-coordinates", default=True, show_default=True,
+    click.option(_switch("mean_coordinates"), default=True, show_default=True,
                  help="canonical: let NUTS move r through log mu = log r + logit(p) (the same model and priors, "
                       "with the Jacobian; the data pin the mean, so this removes the r x p ridge: several times "
                       "fewer steps), or through log r as Stan's lower bound does. Joint models with a Gaussian "
                       "--prob-dataset-prior per gene: sample log mu per (gene, dataset), logit(p) = log mu - log r "
                       "(with --organism moving with the cells' capture shift), or r and p's deviations."),
-    click.option("--scaled-coordinates/--unit-coordinates", default=True, show_default=True,
+    click.option(_switch("scaled_coordinates"), default=True, show_default=True,
                  help="With a gene-level p hierarchy (or a joint model's log mean per (gene, dataset)): sample each gene's log mean and the hierarchy's centre (and "
                       "Gaussian scale) in units of their standard errors from the counts (Stan's offset/multiplier: "
                       "the same model). Stan's warmup cannot learn scales far below 0.01; at 10,000 cells NUTS's "
                       "warmup took 2.7x fewer steps (docs/performance.md). --unit-coordinates declares them plainly."),
-    click.option("--gated-mean/--ungated-mean", default=True, show_default=True,
+    click.option(_switch("gated_mean"), default=True, show_default=True,
                  help="zinb, zinbvcp (one dataset, no --gate-prior) with the mean coordinates: sample each gene's mean after its gate, "
                       "log((1 - gate) mu), the mean its counts pin, and derive log mu (the same model: a shift at "
                       "fixed gate). In (gate, log mu) a gene whose zeros the gate shares lies on a diagonal ridge "
                       "(docs/performance.md). --ungated-mean samples log mu itself."),
-    click.option("--neg-marginal/--neg-local-scales", default=None,
+    click.option(_switch("neg_marginal"), default=None,
                  help="NEG with --neg-u 1 --neg-a 1 on p, the gate or omega: integrate each element's local scale "
                       "out (the same prior; psi is drawn from its conditional afterwards; no funnel, so no "
                       "divergences from it), or sample it as log psi. Default: integrated out, except with "

@@ -58,7 +58,8 @@ DATA_ONLY_FIELDS = ("horseshoe_tau0", "slab_df", "slab_scale", "neg_u", "neg_a",
                     "total_mrna_sd", "mean_anchor_sd")
 
 
-# The off spelling of the CLI's on/off switches (cli_options: --native-gradients/--stan-gradients, ...).
+# The off spelling of the CLI's on/off switches: cli_options builds each flag pair from it (--native-gradients/--stan-gradients,
+# ...) and describe() names a switch turned off by it.
 NEGATED_FLAGS = {"native_gradients": "--stan-gradients", "mean_coordinates": "--r-coordinates",
                  "scaled_coordinates": "--unit-coordinates", "neg_marginal": "--neg-local-scales",
                  "gated_mean": "--ungated-mean"}
