@@ -56,6 +56,7 @@ SETTINGS = [
     ("advi tol 0.01 (Stan default)", "advi", 1, {"tol_rel_obj": 0.01, "iter": 10000}),
     ("advi tol 0.001", "advi", 1, {"tol_rel_obj": 0.001, "iter": 10000}),
     ("advi tol 0.001, 5 grad samples", "advi", 1, {"tol_rel_obj": 0.001, "iter": 10000, "grad_samples": 5}),
+    ("advi tol 0.001, 25 elbo draws", "advi", 1, {"tol_rel_obj": 0.001, "iter": 10000, "elbo_samples": 25}),
     ("advi tol 0.001, eta 0.1", "advi", 1, {"tol_rel_obj": 0.001, "iter": 10000, "eta": 0.1, "adapt_engaged": False}),
     ("advi tol 0.0001, 30000 iter", "advi", 1, {"iter": 30000, "tol_rel_obj": 0.0001}),
 ]
