@@ -67,7 +67,8 @@ def capture_starts(model, data: dict, chains: int, seed: int) -> list[dict] | No
     them (params/capture_organism.stan.j2), else None. Each shifted cell's eta starts within 0.1 of its prior
     centre: Stan's random starts, uniform in (-2, 2) on the unconstrained scale, give deviations of about +-1
     per cell, and with thousands of cells some fall below the bound eta >= 0 on every try. Each gene's log mu
-    starts within 0.1 of log(mean count / mean prior capture), where the data put it: from a random start
+    (under a gate, its mean after the gate: plan.gates_log_mean) starts within 0.1 of log(mean count / mean prior
+    capture), where the data put it: from a random start
     (mu ~ 1 against counts ~ 1 / capture ~ 40 times larger) warmup spent its first windows, and on a
     simulated 1,000 x 500 every transition of a 300-iteration warmup, crossing that gap. A joint program's log
     mu per (gene, dataset) starts at its dataset's mean count over its dataset's mean prior capture. The other
