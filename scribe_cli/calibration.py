@@ -81,10 +81,6 @@ def placeholder_counts(n_cells: int, n_genes: int, n_datasets: int = 0) -> Count
                   cell_dataset=cell_dataset)
 
 
-def _coords(counts: Counts, data: dict) -> dict:
-    return data_coords(counts.genes, counts.cells, counts.datasets, data)
-
-
 def _dims_of(config: ModelConfig, data: dict):
     return lambda arrays: variable_dims(config, arrays, data)
 
@@ -101,7 +97,7 @@ def prior_draws(config: ModelConfig, counts: Counts, n: int, seed: int, workdir:
                       seed=seed, show_progress=False)
     data = stan_data(config, counts)
     idata = sample_prior(compiled_model(config), config, counts, opts, per_chain * thin, workdir, _dims_of(config, data),
-                         _coords(counts, data))
+                         data_coords(counts, data))
     prior = idata.prior.isel(draw=slice(thin - 1, None, thin))
     kept = prior[ranked_variables(prior)]
     ess = az.ess(kept, method="bulk")
@@ -159,7 +155,7 @@ def fit_posterior(config: ModelConfig, model, counts: Counts, method: str, seed:
     workdir.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
     fit = run_method(model, data, opts, workdir)
-    idata = to_inference_data(fit, method, _dims_of(config, data), _coords(counts, data), n_draws=opts.draws,
+    idata = to_inference_data(fit, method, _dims_of(config, data), data_coords(counts, data), n_draws=opts.draws,
                               seed=seed)
     diag = convergence(idata, method, opts.max_treedepth)
     diag["seconds"] = round(time.monotonic() - t, 3)

@@ -182,10 +182,11 @@ def contrast_labels(datasets: list[str]) -> list[str]:
             for k in range(1, len(datasets))]
 
 
-def data_coords(genes: list, cells: list, datasets: list | None, data: dict) -> dict:
-    """The coordinates of the named axes: gene, cell, and where the program has them component, dataset and
-    dataset_contrast."""
-    coords = {"gene": genes, "cell": cells}
+def data_coords(counts, data: dict) -> dict:
+    """The coordinates of the named axes of ``counts`` (data.Counts) fitted with Stan data ``data``: gene, cell,
+    and where the program has them component, dataset and dataset_contrast."""
+    coords = {"gene": counts.genes, "cell": counts.cells}
+    datasets = counts.datasets
     if "K" in data:
         coords["component"] = list(range(data["K"]))
     if "D" in data:
@@ -209,7 +210,7 @@ def variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, li
     if "D" in data:  # multi-dataset programs (one axis per dataset)
         sizes.append(("dataset", data["D"]))
     size_of = dict(sizes)
-    contrast = (("gene", data["G"]), (CONTRAST_DIM, data["D"] - 1)) if "D" in data else None
+    contrast_shape = (data["G"], data["D"] - 1) if "D" in data else None
     dims: dict[str, list[str]] = {}
     for name, value in arrays.items():
         shape = np.shape(value)[2:]  # drop the chain and draw axes
@@ -217,8 +218,8 @@ def variable_dims(config: ModelConfig, arrays: dict, data: dict) -> dict[str, li
             if shape:
                 dims[name] = [f"{name}_dim_{i}" for i in range(len(shape))]
             continue
-        if contrast and name.endswith("_dataset_z") and shape == tuple(n for _, n in contrast):
-            dims[name] = [d for d, _ in contrast]  # the contrasts' axis, even when D - 1 equals G or K
+        if name.endswith("_dataset_z") and shape == contrast_shape:
+            dims[name] = ["gene", CONTRAST_DIM]  # the contrasts' axis, even when D - 1 equals C or K
             continue
         known = _KNOWN_DIMS.get(name)
         if known and len(known) == len(shape) and all(size_of.get(d) == n for d, n in zip(known, shape)):

@@ -90,7 +90,7 @@ def run(counts: Counts, config: ModelConfig, opts: RunOptions, output: Path, *, 
         fit = run_method(compiled.model, data, opts, workdir)
         timings["sample"] = time.monotonic() - t
 
-        coords = data_coords(counts.genes, counts.cells, counts.datasets, data)
+        coords = data_coords(counts, data)
         dims_of = lambda arrays: variable_dims(config, arrays, data)  # noqa: E731
         prior = None
         if prior_draws > 0:

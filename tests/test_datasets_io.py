@@ -299,10 +299,10 @@ def test_dataset_contrasts_have_their_own_named_axis():
     dims = variable_dims(config, {"expression_dataset_z": np.zeros((1, 3, 5, 2)), "mu": np.zeros((1, 3, 5, 3))}, data)
     assert dims["expression_dataset_z"] == ["gene", "dataset_contrast"]
     assert dims["mu"] == ["gene", "dataset"]
-    coords = data_coords(["g"] * 5, ["c"] * 2, ["A", "B", "C"], data)
-    assert coords["dataset_contrast"] == ["A vs B", "mean(A, B) vs C"]
+    counts = _counts(2, 5, np.array([0, 2]), ["A", "B", "C"])
+    assert data_coords(counts, data)["dataset_contrast"] == ["A vs B", "mean(A, B) vs C"]
     with pytest.raises(ValueError, match="D = 3 datasets but the counts name 2"):
-        data_coords(["g"] * 5, ["c"] * 2, ["A", "B"], data)
+        data_coords(replace(counts, datasets=["A", "B"]), data)
 
 
 def test_capture_subset_coordinates_are_not_named_as_data_axes():
