@@ -96,3 +96,32 @@ def test_stan_exit_codes_are_not_named_as_errnos():
                                ("Chain [1]", 70, "Communication error on send"), None)
     assert _ExitCodeFilter().filter(record)
     assert record.getMessage() == "Chain [1] error: Stan exited with code 70 (the algorithm failed)"
+
+
+def test_cpu_flags_are_part_of_the_toolchain_id(monkeypatch):
+    """Every object of a toolchain and every model share one set of CPU flags (Eigen's heap alignment follows
+    them: a vector allocated under AVX's 32 bytes and freed under SSE2's 16 corrupted the heap), and a machine
+    without the instructions must get its own toolchain, not run these: the flags' tag is in the id."""
+    monkeypatch.setattr(tc, "_cpu_features", lambda: frozenset({"sse2", "avx", "avx2", "fma"}))
+    monkeypatch.delenv("SCRIBE_CPU_FLAGS", raising=False)
+    assert tc.arch() == ("avx2", "-mavx2 -mfma")
+    vector_id = tc.toolchain_id()
+    monkeypatch.setattr(tc, "_cpu_features", lambda: frozenset({"sse2", "avx"}))  # AVX without AVX2
+    assert tc.arch() == ("base", "")
+    assert tc.toolchain_id() != vector_id
+    monkeypatch.setenv("SCRIBE_CPU_FLAGS", " -mavx2  -mfma ")  # the override wins, whatever the CPU
+    tag, flags = tc.arch()
+    assert flags == "-mavx2 -mfma" and tag.startswith("flags-") and tc.toolchain_id() != vector_id
+    monkeypatch.setenv("SCRIBE_CPU_FLAGS", "")
+    assert tc.arch() == ("base", "")
+
+
+def test_the_built_toolchain_compiles_with_its_cpu_flags():
+    """The makefile reads the flags the toolchain was built with (arch.mk) into every compile line."""
+    path = tc.ensure_toolchain(build=False)
+    if tc.user_cmdstan():
+        pytest.skip("CMDSTAN names a real CmdStan: its own makefile sets its flags")
+    res = subprocess.run(["make", "-s", "print-SCRIBE_CXXFLAGS"], cwd=path, capture_output=True, text=True, check=True)
+    compiled = res.stdout.split()
+    assert all(flag in compiled for flag in tc.arch()[1].split()), (tc.arch(), res.stdout)
+    assert "-O3" in compiled
