@@ -9,12 +9,20 @@ metric, fixed tiny step, max depth 5: sampling time / leapfrog steps), alternati
     python bench/gradient_ab.py 1da12d9 HEAD --model nbvcp --parameterization mean-disp --cells 10000 --genes 2000
     python bench/gradient_ab.py 3cf6f2d HEAD --model nbdm --options '{"prob_prior": "gaussian"}' \
         --h5ad ../shared/data/pbmc_1k_v3.h5ad      # real counts (all genes) in place of a simulation
+
+`--cpu-flags-a` / `--cpu-flags-b` compile that side on the toolchain built with those CPU flags (as
+SCRIBE_CPU_FLAGS; "" is the portable build, built on first use) instead of the detected ones:
+
+    python bench/gradient_ab.py HEAD HEAD --model zinbvcp --cpu-flags-a "" \
+        --options '{"organism": "human", "prob_prior": "gaussian"}' \
+        --h5ad /tmp/scribe-scale-data/zinbvcp_d1_10000x2000_t20000_min3.h5ad
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -56,6 +64,7 @@ def main() -> None:
     from simulate import simulate
 
     from scribe_cli.cache import compile_program
+    from scribe_cli.toolchain import use_toolchain
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("rev_a")
@@ -70,6 +79,8 @@ def main() -> None:
                     help="capture models: spread M_0 over this many genes, simulate the first --genes (sparser data)")
     ap.add_argument("--options", default="{}", help="more ModelConfig options, as JSON (the CLI defaults are not applied)")
     ap.add_argument("--h5ad", type=Path, default=None, help="time on this file's counts (X) instead of a simulation")
+    ap.add_argument("--cpu-flags-a", default=None, help="SCRIBE_CPU_FLAGS for A's toolchain (default: detected)")
+    ap.add_argument("--cpu-flags-b", default=None, help="SCRIBE_CPU_FLAGS for B's toolchain (default: detected)")
     args = ap.parse_args()
     config = {"model": args.model, "parameterization": args.parameterization, **json.loads(args.options)}
     if args.h5ad is not None:
@@ -84,8 +95,13 @@ def main() -> None:
         X_path = Path(tmp) / "X.npz"
         sp.save_npz(X_path, X)
         models = {}
-        for label, rev in (("A", args.rev_a), ("B", args.rev_b)):
+        for label, rev, flags in (("A", args.rev_a, args.cpu_flags_a), ("B", args.rev_b, args.cpu_flags_b)):
             stan, data = program_at(rev, config, X_path, Path(tmp) / label)
+            if flags is None:
+                os.environ.pop("SCRIBE_CPU_FLAGS", None)
+            else:
+                os.environ["SCRIBE_CPU_FLAGS"] = flags
+            use_toolchain()  # the toolchain of these flags (built if missing): compile_program keys on it
             models[label] = (compile_program(stan.read_text(), name=args.model).model, json.loads(data.read_text()))
         times = {"A": [], "B": []}
         for _ in range(args.repeats):
@@ -93,7 +109,9 @@ def main() -> None:
                 model, data = models[label]
                 times[label].append(1e3 * per_gradient_seconds(model, data, iters=args.iters))
     a, b = np.median(times["A"]), np.median(times["B"])
-    print(f"{args.model} ({args.parameterization}, {args.options}), {where} "
+    cpu = "".join(f", {label} on CPU flags {flags!r}" for label, flags in (("A", args.cpu_flags_a), ("B", args.cpu_flags_b))
+                  if flags is not None)
+    print(f"{args.model} ({args.parameterization}, {args.options}{cpu}), {where} "
           f"(zero fraction {1 - X.nnz / (X.shape[0] * X.shape[1]):.2f}): "
           f"{args.rev_a} {a:.2f} ms/gradient, {args.rev_b} {b:.2f} ms/gradient ({a / b:.2f}x)")
     print(json.dumps(times), file=sys.stderr)
