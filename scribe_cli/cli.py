@@ -437,7 +437,7 @@ def ppc(posterior, data, layer, output_prefix, n_draws, seed, biological):
 def doctor(build):
     """Check the Stan toolchain; print its path, the cache dir and how many compiled models it holds."""
     from .cache import count_cached_models
-    from .toolchain import cache_dir, ensure_toolchain, stanc_version, toolchain_id
+    from .toolchain import arch, cache_dir, ensure_toolchain, stanc_version, toolchain_id, user_cmdstan
 
     try:
         path = ensure_toolchain(build=build)
@@ -447,6 +447,8 @@ def doctor(build):
         "toolchain": str(path),
         "toolchain_id": toolchain_id(),
         "stanc": stanc_version(path),
+        # what every object and model of the embedded toolchain is compiled with (README: the Stan toolchain)
+        "cpu_flags": None if user_cmdstan() else arch()[1],
         "cache_dir": str(cache_dir()),
         "compiled_models": count_cached_models(),
     }

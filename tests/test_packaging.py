@@ -11,6 +11,7 @@ they would for a user who installed scribe-cli next to an existing cache.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -89,7 +90,11 @@ def test_installed_scribe_renders_and_fits_outside_the_tree(installed, toolchain
 
     # the installed templates render the very program the checkout renders (so they share compiled models)
     assert scribe("render", "--model", "nbdm", "--prob-prior", "none").stdout.strip() == render(validate(ModelConfig(model="nbdm"))).strip()
-    scribe("doctor", "--build")  # the shared cache's toolchain (same driver sources): found, not rebuilt
+    # the shared cache's toolchain (same driver sources and CPU flags): found, not rebuilt
+    doctor = json.loads(scribe("doctor", "--build").stdout)
+    from scribe_cli.toolchain import arch, user_cmdstan
+
+    assert doctor["cpu_flags"] == (None if user_cmdstan() else arch()[1])
     out = tmp_path / "post.nc"
     scribe("run", DEMO, "--model", "nbdm", "--method", "optimize", "--seed", "1", "-o", out)
 
