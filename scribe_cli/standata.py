@@ -54,8 +54,25 @@ class SparseStats:
         return int(self.pair_gene.size)
 
 
+# Below this many possible (column, count) keys the pairs are counted in an array indexed by key (O(nnz + keys),
+# at most 128 MB) instead of sorted (np.unique, O(nnz log nnz)): 50,000 x 2,000 simulated NBDM, 25M non-zeros,
+# 9.8 s in np.unique of its 20 s of data preparation.
+COUNTING_KEYS = 1 << 24
+
+
+def _distinct_keys(keys: np.ndarray, span_keys: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique(keys, return_inverse=True, return_counts=True) for non-negative keys below ``span_keys``."""
+    if span_keys > COUNTING_KEYS:
+        keys_u, inverse, weight = np.unique(keys, return_inverse=True, return_counts=True)
+        return keys_u, inverse.ravel(), weight
+    tally = np.bincount(keys, minlength=span_keys)
+    present = tally > 0
+    rank = np.cumsum(present) - 1  # the rank of each present key among the present keys, in key order
+    return np.flatnonzero(present), rank[keys], tally[present]
+
+
 def sparse_stats(X: sp.csr_matrix, cell_dataset: np.ndarray | None = None) -> SparseStats:
-    """O(nnz log nnz): one sort of the non-zeros by (gene, count).
+    """The distinct (gene, count) pairs by counting (or one sort, when the keys are too many to count).
 
     With ``cell_dataset`` (0-based dataset of each cell) the pairs are distinct (gene, dataset, count)
     triples and ``pair_gene`` is the column (d - 1) G + g of the genes x datasets parameter matrices
@@ -70,12 +87,13 @@ def sparse_stats(X: sp.csr_matrix, cell_dataset: np.ndarray | None = None) -> Sp
         per_nz = np.repeat(np.asarray(cell_dataset, dtype=np.int64), np.diff(X.indptr))
         columns = per_nz * X.shape[1] + genes
     span = int(counts.max(initial=0)) + 1
-    keys, inverse, weight = np.unique(columns * span + counts, return_inverse=True, return_counts=True)
+    n_columns = X.shape[1] * (int(np.max(cell_dataset, initial=0)) + 1 if cell_dataset is not None else 1)
+    keys, inverse, weight = _distinct_keys(columns * span + counts, n_columns * span)
     return SparseStats(
         pair_gene=keys // span + 1,
         pair_count=keys % span,
         pair_weight=weight.astype(np.int64),
-        nz_pair=inverse.ravel().astype(np.int64) + 1,
+        nz_pair=inverse.astype(np.int64) + 1,
         nz_gene=genes + 1,
         nz_count=counts,
         cell_start=X.indptr.astype(np.int64) + 1,

@@ -112,7 +112,12 @@ def test_fast_likelihood_matches_dense(name, compile_stan, counts, tmp_path):
     assert len(set(values)) == N_POINTS, "the parameter points did not differ"
 
 
-def test_sparse_stats_against_dense(counts):
+@pytest.mark.parametrize("counting", [True, False], ids=["counted", "sorted"])
+def test_sparse_stats_against_dense(counts, counting, monkeypatch):
+    """Both ways to the pairs (counting keys, or np.unique's sort where there are too many keys to count)."""
+    import scribe_cli.standata as standata
+
+    monkeypatch.setattr(standata, "COUNTING_KEYS", 1 << 24 if counting else 0)
     U = counts.toarray()
     s = sparse_stats(counts)
     C, G = U.shape
