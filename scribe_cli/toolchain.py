@@ -59,7 +59,7 @@ def driver_digest() -> str:
 
 
 # The CPU's vector instructions, on the x86-64 machines that have them (since 2013): Eigen then evaluates
-# the capture models' logs and exps four doubles at a time instead of two. zinbvcp at 10,000 x 2,000: 81 -> 58 ms
+# the capture models' logs and exps four doubles at a time instead of two. zinbvcp at 10,000 x 2,000: 81 -> 56 ms
 # per gradient on two threads (docs/performance.md, "Session 23").
 _ARCH_LEVELS = (("avx2", ("avx2", "fma"), "-mavx2 -mfma"),)
 
