@@ -603,6 +603,17 @@ def _native_counts() -> tuple[sp.csr_matrix, np.ndarray]:
     return _with_tail(sp.csr_matrix(U), False), rng.permutation(np.repeat([0, 1], [150, 50]))
 
 
+def _wide_counts() -> tuple[sp.csr_matrix, np.ndarray]:
+    """70 cells x 300 genes, ~95% non-zero: every cell has more non-zeros than two of the C++ terms' chunks (2 x 128),
+    so their arrays grow for it (Chunk::resize in capture_cells.hpp); datasets of 64 cells (interpolated) and 6."""
+    rng = np.random.default_rng(11)
+    C, G = 70, 300
+    capture = rng.lognormal(np.log(0.3), 0.5, size=C)
+    mean = rng.lognormal(1.5, 0.8, size=G)[None, :] * capture[:, None]
+    U = rng.negative_binomial(2.0, 2.0 / (2.0 + mean)) + (rng.uniform(size=mean.shape) > 0.05)  # ~95% non-zero
+    return sp.csr_matrix(U), np.repeat([0, 1], [64, 6])
+
+
 @pytest.mark.parametrize("name", list(NATIVE_CASES))
 def test_native_gradient_matches_stan(name, compile_stan, tmp_path):
     options, datasets = NATIVE_CASES[name]
@@ -643,6 +654,17 @@ def test_native_gradient_matches_stan(name, compile_stan, tmp_path):
         # is of the same order times the polynomial degree. Against lp ~ -1e3 and gradients up to ~1e2, the
         # bound below is far above both (and far below any wrong term: one misplaced log is ~1).
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-6)
+    # Cells wider than the buffers (the same programs: their sizes are data), one point: the same bound.
+    X, cell_dataset = _wide_counts()
+    assert np.diff(X.indptr).min() > 256
+    data = reference_data(native, X, cell_dataset_override=cell_dataset if datasets else None)
+    fit = model.sample(data=data, fixed_param=True, chains=1, iter_sampling=1, seed=5, sig_figs=18,
+                       output_dir=str(tmp_path), show_progress=False)
+    params = {k: x.tolist() for k, x in _point_values(fit)[0].items()}
+    a = model.log_prob(params=params, data=data, sig_figs=18).to_numpy().ravel()
+    b = ref_model.log_prob(params=params, data=data, sig_figs=18).to_numpy().ravel()
+    assert a.shape == b.shape and np.all(np.isfinite(a))
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-6)
 
 
 # nb_logit_gene_sum / zinb_logit_gene_sum (stan/cpp/logit_gene_sum.hpp): the per-gene terms of the NB and ZINB
