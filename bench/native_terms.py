@@ -21,7 +21,7 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scribe_cli.toolchain import arch, use_toolchain  # noqa: E402
+from scribe_cli.toolchain import use_toolchain  # noqa: E402
 
 
 def main() -> None:
@@ -33,8 +33,10 @@ def main() -> None:
     tc = use_toolchain()
     with tempfile.TemporaryDirectory() as tmp:
         exe = Path(tmp) / "terms"
-        flags = ["-std=c++17", "-O3", "-DNDEBUG", "-DBOOST_DISABLE_ASSERTS", "-D_REENTRANT", "-DSTAN_THREADS", *arch()[1].split(),
-                 f"-I{tc / 'include'}", f"-I{ROOT / 'stan' / 'cpp'}", "-w", "-include", str(tc / "build" / "model_header.hpp")]
+        # the toolchain's own compile flags (its CPU flags included: the PCH and the driver's alignment follow them)
+        toolchain_flags = subprocess.run(["make", "-s", "print-SCRIBE_CXXFLAGS"], cwd=tc, capture_output=True,
+                                         text=True, check=True).stdout.partition("=")[2].split()
+        flags = [*toolchain_flags, f"-I{ROOT / 'stan' / 'cpp'}", "-w", "-include", str(tc / "build" / "model_header.hpp")]
         subprocess.run(["g++", *flags, str(ROOT / "bench" / "native" / "terms.cpp"), "-o", str(exe), f"-L{tc / 'lib'}",
                         "-ltbb", f"-Wl,-rpath,{tc / 'lib'}", "-lpthread"], check=True)
         rng = np.random.default_rng(0)

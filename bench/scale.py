@@ -163,11 +163,14 @@ def recovery(post_path: Path, truth: dict | None, observed_mean: np.ndarray | No
     if mu is None:  # per dataset: the first dataset's column
         mu = post["mu"].values[..., 0].reshape(-1, post["mu"].shape[2])
     out = {}
+
+    def identified(draws: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not vcp:
+            return draws, true
+        return draws / np.exp(np.log(draws).mean(axis=1, keepdims=True)), true / np.exp(np.log(true).mean())
+
     if truth is not None:
-        true = truth["mu"]
-        if vcp:
-            mu = mu / np.exp(np.log(mu).mean(axis=1, keepdims=True))
-            true = true / np.exp(np.log(true).mean())
+        mu, true = identified(mu, truth["mu"])
         est = mu.mean(axis=0)
         lo90, hi90 = np.quantile(mu, [0.05, 0.95], axis=0)
         lo50, hi50 = np.quantile(mu, [0.25, 0.75], axis=0)
@@ -177,11 +180,7 @@ def recovery(post_path: Path, truth: dict | None, observed_mean: np.ndarray | No
                    coverage50=float(np.mean((lo50 <= true) & (true <= hi50))),
                    median_ci90_width=float(np.median((hi90 - lo90) / true)))
         if "gate" in truth and "gate" in post and post["gate"].ndim == 3:
-            kept = (1.0 - post["gate"].values.reshape(mu.shape)) * mu
-            true_kept = (1.0 - truth["gate"]) * true
-            if vcp:
-                kept = kept / np.exp(np.log(kept).mean(axis=1, keepdims=True))
-                true_kept = true_kept / np.exp(np.log(true_kept).mean())
+            kept, true_kept = identified((1.0 - post["gate"].values.reshape(mu.shape)) * mu, (1.0 - truth["gate"]) * true)
             lo90, hi90 = np.quantile(kept, [0.05, 0.95], axis=0)
             out["coverage90_after_gate"] = float(np.mean((lo90 <= true_kept) & (true_kept <= hi90)))
     elif observed_mean is not None and not vcp:
