@@ -7,7 +7,8 @@ program bench/joint_coordinates.py runs (`log_mean`), with its data, starts and 
 
     python bench/joint_signal_scales.py /tmp/scribe-scale-data/zinbvcp_d2_1000x500_t20000_min3.h5ad 1 2
 
-(arguments: the data, the seed, K; `... 1 2 shipped` runs the unedited program with the same script)
+(arguments: the data, the seed, K; `... 1 2 shipped` runs the unedited program with the same script; K =
+`genes=307,171,...` centres the genes named instead)
 """
 import json
 import sys
@@ -25,7 +26,7 @@ from scribe_cli.data import read_counts  # noqa: E402
 from scribe_cli.render import render  # noqa: E402
 from scribe_cli.standata import stan_data  # noqa: E402
 
-h5ad, seed, k = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+h5ad, seed, k = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 variant = sys.argv[4] if len(sys.argv) > 4 else "kappa"
 config = validate(ModelConfig(**JOINT, mean_coordinates=True))
 text = render(config)
@@ -54,7 +55,9 @@ counts = read_counts(Path(h5ad), dataset_key="dataset")
 data = stan_data(config, counts)
 off, se = np.asarray(data["log_mu_offset"]), np.asarray(data["log_mu_scale"])
 zs = np.abs(off[:, 0] - off[:, 1]) / np.sqrt(se[:, 0] ** 2 + se[:, 1] ** 2)
-sig = np.flatnonzero(zs > k) + 1
+# K = "genes=307,171" names the genes instead (bench/hessian_spectrum.py's stiffest contrasts, session 24)
+sig = (np.array([int(g) for g in k.split("=", 1)[1].split(",")]) if k.startswith("genes=")
+       else np.flatnonzero(zs > float(k)) + 1)
 if variant == "kappa":
     data.update(S=int(sig.size), sig_idx=sig.tolist(), nul_idx=np.setdiff1d(np.arange(1, data["G"] + 1), sig).tolist())
 print("signal genes:", sig.size, sig.tolist()[:30], file=sys.stderr)
