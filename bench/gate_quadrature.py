@@ -8,9 +8,14 @@ density's weights as data, the prior mass left of the grid lumped at its first n
 (bench/native/gate_quadrature.hpp, one pass over genes x nodes). NUTS then samples log mu, p and gate_loc only.
 The one-sided gate posteriors that bench/hessian_spectrum.py found bounding the step size are gone from the
 sampler's coordinates. One chain, seed and lengths as that script's baseline; one JSON line. `--diagnose` runs
-Stan's gradient test on the program instead.
+Stan's gradient test on the program instead. With a baseline chain of the shipped program kept by
+bench/hessian_spectrum.py (`--keep DIR`): `--accuracy DIR` compares the grid's per-gene integrals with a 0.005 grid
+at three of its draws (numpy, no sampling), and `--fixed-gates DIR` runs the shipped program with every gate fixed
+at its posterior mean there (the bound on what removing the gates from the sampler can give).
 
     python bench/gate_quadrature.py ../shared/data/pbmc_1k_v3.h5ad --top-genes 1500 --seed 1
+    python bench/gate_quadrature.py ../shared/data/pbmc_1k_v3.h5ad --top-genes 1500 --accuracy /tmp/hess_zinb
+    python bench/gate_quadrature.py ../shared/data/pbmc_1k_v3.h5ad --top-genes 1500 --fixed-gates /tmp/hess_zinb
 
 Not done: draws of the gates (each gene's grid posterior, in generated quantities), the tests against the
 sampled-gate program's density, a template. See docs/performance.md, session 24.
@@ -19,6 +24,7 @@ sampled-gate program's density, a template. See docs/performance.md, session 24.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import re
 import sys
@@ -27,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 from scipy import special
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,37 +71,108 @@ def grid(h: float) -> tuple[np.ndarray, np.ndarray]:
     return node, log_w
 
 
+class Edit:
+    """Text edits of a rendered program; each must match exactly once."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def sub(self, old: str, new: str) -> None:
+        assert self.text.count(old) == 1, old
+        self.text = self.text.replace(old, new)
+
+    def cut(self, start: str, end: str) -> None:
+        i = self.text.index(start)
+        j = self.text.index(end, i) + len(end)
+        self.text = self.text[:i] + self.text[j:]
+
+    def without_gate_parameters(self) -> None:
+        """The gate's sampled coordinates and their prior gone (gate_loc stays, as does its normal prior)."""
+        self.cut("  vector[G - gate_n_centred] gate_z;", "\n")
+        self.cut("  vector[gate_n_centred] gate_centred;", "\n")
+        self.cut("  gate_link - gate_loc ~ neg_marginal(neg_tau);", "\n")
+        self.cut("  target += sum(abs(gate_z)", "\n")
+        self.cut("  vector[G] gate_psi", "\n")
+
+
 def program(text: str) -> str:
-    """The rendered zinb + NEG gate program with the gate integrated out (text edits; each must match once)."""
-    def sub(old: str, new: str) -> None:
-        nonlocal text
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-
-    def cut(start: str, end: str) -> None:
-        nonlocal text
-        i = text.index(start)
-        j = text.index(end, i) + len(end)
-        text = text[:i] + text[j:]
-
-    sub("functions {\n", "functions {\n  real zinb_gate_quadrature(int C, data vector gene_nonzero, vector log0, "
-        "real gate_loc, data vector node, data vector log_w);\n")
-    sub("  int<lower=0, upper=1> prior_only;", "  int<lower=1> K;\n  vector[K] gate_node;\n  vector[K] gate_log_w;\n"
-        "  int<lower=0, upper=1> prior_only;")
-    cut("  vector[G - gate_n_centred] gate_z;", "\n")
-    cut("  vector[gate_n_centred] gate_centred;", "\n")
-    cut("  vector[G] gate_link;", "vector[G] gate = inv_logit(gate_link);\n")
-    cut("  gate_link - gate_loc ~ neg_marginal(neg_tau);", "\n")
-    cut("  target += sum(abs(gate_z)", "\n")
-    i = text.index("    target += zinb_pairs_loglik(")
-    j = text.index(";\n", i) + 2
-    text = text[:i] + """    vector[G] log0 = r * log1m(p);
+    """The rendered zinb + NEG gate program with the gate integrated out."""
+    e = Edit(text)
+    e.sub("functions {\n", "functions {\n  real zinb_gate_quadrature(int C, data vector gene_nonzero, vector log0, "
+          "real gate_loc, data vector node, data vector log_w);\n")
+    e.sub("  int<lower=0, upper=1> prior_only;", "  int<lower=1> K;\n  vector[K] gate_node;\n  vector[K] gate_log_w;\n"
+          "  int<lower=0, upper=1> prior_only;")
+    e.without_gate_parameters()
+    e.cut("  vector[G] gate_link;", "vector[G] gate = inv_logit(gate_link);\n")
+    i = e.text.index("    target += zinb_pairs_loglik(")
+    j = e.text.index(";\n", i) + 2
+    e.text = e.text[:i] + """    vector[G] log0 = r * log1m(p);
     target += zinb_gate_quadrature(C, gene_nonzero, log0, gate_loc, gate_node, gate_log_w)
               + rise_sum(r, rise_gene, rise_k, rise_weight, tail_gene, tail_count, tail_weight, rise_limit)
               + log(p) * sum(gene_total) + dot_product(gene_nonzero, log0) - log_factorial_sum;
-""" + text[j:]
-    cut("  vector[G] gate_psi", "\n")
-    return text
+""" + e.text[j:]
+    # each gene's gate from its grid posterior: a node by its weight, then uniform within the node's cell
+    e.sub("generated quantities {\n", """generated quantities {
+  vector[G] gate;
+  {
+    vector[K] x = gate_loc + gate_node;
+    vector[K] b = log1m_inv_logit(x);
+    vector[K] s = inv_logit(x);
+    real half = (gate_node[2] - gate_node[1]) / 2;
+    vector[G] f0 = exp(r * log1m(p));
+    for (g in 1:G) {
+      int k = categorical_logit_rng(gate_log_w + (C - gene_nonzero[g]) * log(s + (1 - s) * f0[g])
+                                    + gene_nonzero[g] * b);
+      gate[g] = inv_logit(x[k] + uniform_rng(-half, half));
+    }
+  }
+""")
+    return e.text
+
+
+def fixed_gate_program(text: str) -> str:
+    """The rendered program with every gate given as data (`gate_fixed`) and no gate hierarchy."""
+    e = Edit(text)
+    e.sub("  int<lower=0, upper=1> prior_only;", "  vector[G] gate_fixed;\n  int<lower=0, upper=1> prior_only;")
+    e.without_gate_parameters()
+    e.cut("  real gate_loc;", "\n")
+    e.cut("  gate_loc ~ normal(-5, 1);", "\n")
+    e.cut("  vector[G] gate_link;", "vector[G] gate = inv_logit(gate_link);\n")
+    e.sub("  vector[G] r;\n", "  vector[G] gate = gate_fixed;\n  vector[G] r;\n")
+    return e.text
+
+
+def chain_csv(directory: str) -> pd.DataFrame:
+    """The sampling CSV of a chain kept by bench/hessian_spectrum.py."""
+    path = [f for f in glob.glob(f"{directory}/*.csv") if "diagnostic" not in f and not Path(f).name.startswith("hess_")]
+    return pd.read_csv(path[0], comment="#")
+
+
+def accuracy(counts, directory: str, warmup: int) -> list[dict]:
+    """Per gene, the grid's log integral minus a 0.005 grid's, at three sampling draws of the kept chain."""
+    X = sp.csc_matrix(counts.X)
+    C = X.shape[0]
+    m = np.diff(X.indptr).astype(float)
+    o = chain_csv(directory)
+    G = m.size
+    out = []
+    for row in (warmup + 20, warmup + 50, len(o) - 1):
+        p, loc = o["p"][row], o["gate_loc"][row]
+        log0 = o[[f"r.{g}" for g in range(1, G + 1)]].to_numpy()[row] * np.log1p(-p)
+
+        def integral(h):
+            node, log_w = grid(h)
+            x = loc + node
+            a, b = -np.logaddexp(0, -x), -np.logaddexp(0, x)
+            e = np.logaddexp(a[None, :], b[None, :] + log0[:, None])
+            return special.logsumexp(log_w[None, :] + (C - m)[:, None] * e + m[:, None] * b[None, :], axis=1)
+
+        ref = integral(0.005)
+        for h in (0.2, 0.1, 0.05):
+            d = integral(h) - ref
+            out.append({"draw": int(row), "h": h, "max_abs_err": float(np.abs(d).max()), "total_err": float(d.sum()),
+                        "worst_gene": int(np.argmax(np.abs(d)) + 1)})
+    return out
 
 
 def compile_with_header(text: str):
@@ -119,15 +198,28 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=100)
     ap.add_argument("--chains", type=int, default=1, help="two at a time, as `scribe run` on two cores")
     ap.add_argument("--diagnose", action="store_true", help="Stan's gradient test instead of a chain")
+    ap.add_argument("--accuracy", metavar="DIR", help="the grid's error at a kept baseline chain's draws")
+    ap.add_argument("--fixed-gates", metavar="DIR", help="gates fixed at a kept baseline chain's posterior means")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="compare the posterior means of the gates and log means with a kept baseline chain's")
     args = ap.parse_args()
     config = validate(ModelConfig(model="zinb", gate_prior="neg"))
     counts = read_counts(args.h5ad)
     if args.top_genes:
         counts = select(counts, top_genes=args.top_genes)
+    if args.accuracy:
+        for row in accuracy(counts, args.accuracy, 300):
+            print(json.dumps(row))
+        return
     data = stan_data(config, counts)
-    node, log_w = grid(args.h)
-    data.update(K=int(node.size), gate_node=node, gate_log_w=log_w)
-    model = compile_with_header(program(render(config)))
+    if args.fixed_gates:
+        o = chain_csv(args.fixed_gates)
+        data["gate_fixed"] = o[[f"gate.{g}" for g in range(1, data["G"] + 1)]].to_numpy()[300:].mean(axis=0)
+        model = cache.compile_program(fixed_gate_program(render(config)), name="zinb_fixed_gate").model
+    else:
+        node, log_w = grid(args.h)
+        data.update(K=int(node.size), gate_node=node, gate_log_w=log_w)
+        model = compile_with_header(program(render(config)))
     if args.diagnose:
         print(model.diagnose(data=data, epsilon=1e-6, error=1e-4, require_gradients_ok=False))
         return
@@ -139,14 +231,24 @@ def main() -> None:
         mv = fit.method_variables()
         steps = mv["n_leapfrog__"]  # (draws, chains), warmup included
         summary = fit.summary().drop("lp__", errors="ignore")
+        means = {v: fit.stan_variable(v).mean(axis=0) for v in ("gate", "log_mu") if v in fit.stan_variables()}
     ess = summary["ESS_bulk"].sort_values().head(4)
+    versus = {}
+    if args.baseline:
+        o = chain_csv(args.baseline).iloc[300:]
+        for v, ours in means.items():
+            theirs = o[[f"{v}.{g}" for g in range(1, ours.size + 1)]].to_numpy().mean(axis=0)
+            versus[v] = {"corr": round(float(np.corrcoef(ours, theirs)[0, 1]), 4),
+                         "median_abs_diff": round(float(np.median(np.abs(ours - theirs))), 4),
+                         "max_abs_diff": round(float(np.abs(ours - theirs).max()), 3)}
     print(json.dumps({"h": args.h, "seed": args.seed, "chains": args.chains, "wall_s": round(time.monotonic() - t, 1),
                       "steps_warmup": int(steps[:args.warmup].sum()),
                       "steps_per_draw": round(float(steps[args.warmup:].mean()), 1),
                       "stepsize": [float(x) for x in mv["stepsize__"][-1].ravel()],
                       "divergences": int(mv["divergent__"][args.warmup:].sum()),
                       "max_rhat": round(float(summary["R_hat"].max()), 3),
-                      "lowest_bulk_ess": {k: round(float(v), 1) for k, v in ess.items()}}))
+                      "lowest_bulk_ess": {k: round(float(v), 1) for k, v in ess.items()},
+                      **({"versus_baseline": versus} if versus else {})}))
 
 
 if __name__ == "__main__":

@@ -38,12 +38,12 @@ stan::promote_args_t<stan::base_type_t<T_l0>, T_loc> zinb_gate_quadrature(
     L = lwa + Z * P.log() + N * b;
     const double M = L.maxCoeff();
     w = (L - M).exp();
-    const double S = w.sum();
+    // with t = (1 - s) f0 / P: d log P / d log0 = t and d log P / d x = s (1 - s) (1 - f0) / P = (1 - s) - t,
+    // so both partials are weighted sums of s and t: S, ws = sum w s, wt = sum w t
+    const double S = w.sum(), ws = (w * sig).sum(), wt = f0 * (w * one_m_sig / P).sum();
     value += M + std::log(S);
-    // with t = (1 - s) f0 / P: d log P / d log0 = t and d log P / d x = s (1 - s) (1 - f0) / P = (1 - s) - t
-    const ArrayXd t = one_m_sig * f0 / P;
-    d_l0[g] = Z * (w * t).sum() / S;
-    d_loc += (w * (Z * (one_m_sig - t) - N * sig)).sum() / S;
+    d_l0[g] = Z * wt / S;
+    d_loc += (Z * (S - ws - wt) - N * ws) / S;
   }
   auto ops = stan::math::make_partials_propagator(l0_ref, gate_loc);
   if constexpr (!stan::is_constant_all<T_l0>::value) stan::math::partials<0>(ops) = d_l0;
