@@ -177,15 +177,15 @@ def accuracy(counts, directory: str, warmup: int) -> list[dict]:
 
 def compile_with_header(text: str):
     """compile_program, with the prototype's function declared native and its header beside the pair forms'."""
-    tmp = Path(tempfile.mkdtemp(prefix="gate-quadrature-"))
-    top = tmp / "pairs_gate_quadrature.hpp"
-    top.write_text('#include "pairs.hpp"\n#include "gate_quadrature.hpp"\n')
-    cache.NATIVE_FUNCTIONS = cache.NATIVE_FUNCTIONS + ("zinb_gate_quadrature",)
-    cache._NATIVE_DECLARATION = re.compile(rf"\b(real|int) ({'|'.join(cache.NATIVE_FUNCTIONS)})\([^{{}};]*\);")
-    cache.PAIR_FUNCTIONS = cache.PAIR_FUNCTIONS | {"zinb_gate_quadrature"}
-    cache.PAIRS_SOURCES = [top, *cache.PAIRS_SOURCES, HEADER]
-    cache.PAIRS_HEADER = top
-    return cache.compile_program(text, name="zinb_gate_quadrature").model
+    with tempfile.TemporaryDirectory(prefix="gate-quadrature-") as tmp:  # the cache entry keeps its own copies
+        top = Path(tmp) / "pairs_gate_quadrature.hpp"
+        top.write_text('#include "pairs.hpp"\n#include "gate_quadrature.hpp"\n')
+        cache.NATIVE_FUNCTIONS = cache.NATIVE_FUNCTIONS + ("zinb_gate_quadrature",)
+        cache._NATIVE_DECLARATION = re.compile(rf"\b(real|int) ({'|'.join(cache.NATIVE_FUNCTIONS)})\([^{{}};]*\);")
+        cache.PAIR_FUNCTIONS = cache.PAIR_FUNCTIONS | {"zinb_gate_quadrature"}
+        cache.PAIRS_SOURCES = [top, *cache.PAIRS_SOURCES, HEADER]
+        cache.PAIRS_HEADER = top
+        return cache.compile_program(text, name="zinb_gate_quadrature").model
 
 
 def main() -> None:
