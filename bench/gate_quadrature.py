@@ -24,7 +24,6 @@ sampled-gate program's density, a template. See docs/performance.md, session 24.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import re
 import sys
@@ -39,6 +38,10 @@ from scipy import special
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+from hessian_spectrum import kept_warmup, sampling_csv  # noqa: E402
 
 import scribe_cli.cache as cache  # noqa: E402
 from scribe_cli.config import ModelConfig, validate  # noqa: E402
@@ -142,21 +145,21 @@ def fixed_gate_program(text: str) -> str:
     return e.text
 
 
-def chain_csv(directory: str) -> pd.DataFrame:
-    """The sampling CSV of a chain kept by bench/hessian_spectrum.py."""
-    path = [f for f in glob.glob(f"{directory}/*.csv") if "diagnostic" not in f and not Path(f).name.startswith("hess_")]
-    return pd.read_csv(path[0], comment="#")
+def chain_draws(directory: str) -> pd.DataFrame:
+    """The sampling draws of a chain kept by bench/hessian_spectrum.py (its warmup rows dropped)."""
+    csv = sampling_csv(directory)
+    return pd.read_csv(csv, comment="#").iloc[kept_warmup(csv):].reset_index(drop=True)
 
 
-def accuracy(counts, directory: str, warmup: int) -> list[dict]:
+def accuracy(counts, directory: str) -> list[dict]:
     """Per gene, the grid's log integral minus a 0.005 grid's, at three sampling draws of the kept chain."""
     X = sp.csc_matrix(counts.X)
     C = X.shape[0]
     m = np.diff(X.indptr).astype(float)
-    o = chain_csv(directory)
+    o = chain_draws(directory)
     G = m.size
     out = []
-    for row in (warmup + 20, warmup + 50, len(o) - 1):
+    for row in (20, 50, len(o) - 1):
         p, loc = o["p"][row], o["gate_loc"][row]
         log0 = o[[f"r.{g}" for g in range(1, G + 1)]].to_numpy()[row] * np.log1p(-p)
 
@@ -208,13 +211,13 @@ def main() -> None:
     if args.top_genes:
         counts = select(counts, top_genes=args.top_genes)
     if args.accuracy:
-        for row in accuracy(counts, args.accuracy, 300):
+        for row in accuracy(counts, args.accuracy):
             print(json.dumps(row))
         return
     data = stan_data(config, counts)
     if args.fixed_gates:
-        o = chain_csv(args.fixed_gates)
-        data["gate_fixed"] = o[[f"gate.{g}" for g in range(1, data["G"] + 1)]].to_numpy()[300:].mean(axis=0)
+        o = chain_draws(args.fixed_gates)
+        data["gate_fixed"] = o[[f"gate.{g}" for g in range(1, data["G"] + 1)]].to_numpy().mean(axis=0)
         model = cache.compile_program(fixed_gate_program(render(config)), name="zinb_fixed_gate").model
     else:
         node, log_w = grid(args.h)
@@ -235,7 +238,7 @@ def main() -> None:
     ess = summary["ESS_bulk"].sort_values().head(4)
     versus = {}
     if args.baseline:
-        o = chain_csv(args.baseline).iloc[300:]
+        o = chain_draws(args.baseline)
         for v, ours in means.items():
             theirs = o[[f"{v}.{g}" for g in range(1, ours.size + 1)]].to_numpy().mean(axis=0)
             versus[v] = {"corr": round(float(np.corrcoef(ours, theirs)[0, 1]), 4),

@@ -89,7 +89,7 @@ def main() -> None:
                      iter_sampling=args.draws, seed=args.seed, output_dir=out, show_progress=False,
                      save_warmup=True, save_diagnostics=True)
         print(json.dumps({"chain_s": round(time.monotonic() - t, 1), "dir": out}), flush=True)
-    draws, names, sd, stepsize = read_chain(out, args.warmup)
+    draws, names, sd, stepsize = read_chain(out)
     data_file = [str(Path(out) / "data.json")]
     write_stan_json(data_file[0], data)
     picks = np.linspace(len(draws) // 4, len(draws) - 1, args.points).astype(int)
@@ -98,18 +98,30 @@ def main() -> None:
         print(json.dumps(spectrum(hess, names, stepsize, args.top) | {"draw": int(i)}), flush=True)
 
 
-def read_chain(out: str, warmup: int):
+def sampling_csv(out: str) -> Path:
+    """The chain's output CSV in a directory this script kept (not Stan's diagnostic file, not its own scratch)."""
+    return Path([f for f in glob.glob(f"{out}/*.csv") if "diagnostic" not in f and not Path(f).name.startswith("hess_")][0])
+
+
+def kept_warmup(csv: Path) -> int:
+    """The warmup iterations saved at the top of a chain's CSVs (its config comments), so a reused chain is cut
+    where it was run, whatever --warmup says now."""
+    with open(csv) as f:
+        return int(next(line for line in f if line.lstrip("# ").startswith("num_warmup")).split("=")[1])
+
+
+def read_chain(out: str):
     """The sampling phase's unconstrained draws (diagnostic file), their names, the adapted metric's sds and
     step size (the output CSV's adaptation comments)."""
     diag = [f for f in glob.glob(f"{out}/*diagnostic*.csv")]
     if not diag:
         sys.exit(f"no diagnostic file in {out}: run the chain with this script (--keep)")
+    csv = sampling_csv(out)
     d = pd.read_csv(diag[0], comment="#")
     first = [c for c in d.columns if c.startswith("p_")][0]
     names = [c for c in d.columns[:d.columns.get_loc(first)] if not c.endswith("__")]
-    draws = d[names].to_numpy()[warmup:]
-    csv = [f for f in glob.glob(f"{out}/*.csv") if "diagnostic" not in f and not Path(f).name.startswith("hess_")][0]
-    lines = Path(csv).read_text().splitlines()
+    draws = d[names].to_numpy()[kept_warmup(csv):]
+    lines = csv.read_text().splitlines()
     at = next(i for i, l in enumerate(lines) if l.startswith("# Diagonal elements"))
     inv_metric = np.array([float(x) for x in lines[at + 1].lstrip("# ").split(",")])
     stepsize = float(next(l for l in lines if l.startswith("# Step size")).split("=")[1])
