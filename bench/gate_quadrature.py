@@ -1,29 +1,27 @@
-"""An experiment (session 24, not shipped): `--model zinb --gate-prior neg` with each gene's gate integrated out
-of the likelihood instead of sampled.
+"""`--model zinb --gate-prior neg` with each gene's gate summed out of the likelihood (plan.integrates_gate, the
+default since session 25; session 24 ran it here as an experiment) against the sampled gates.
 
 Under zinb (no capture) the gate of gene g enters only through its zero and non-zero cell counts,
 (C - m_g) log(pi + (1 - pi) f0_g) + m_g log(1 - pi), so its integral against the gate prior is one dimension per
-gene: here a trapezoid on a fixed grid of logit(pi) - gate_loc (`--h` apart over [-15, 15], the NEG marginal
-density's weights as data, the prior mass left of the grid lumped at its first node), value and gradient in C++
-(bench/native/gate_quadrature.hpp, one pass over genes x nodes). NUTS then samples log mu, p and gate_loc only.
-The one-sided gate posteriors that bench/hessian_spectrum.py found bounding the step size are gone from the
-sampler's coordinates. One chain, seed and lengths as that script's baseline; one JSON line. `--diagnose` runs
-Stan's gradient test on the program instead. With a baseline chain of the shipped program kept by
-bench/hessian_spectrum.py (`--keep DIR`): `--accuracy DIR` compares the grid's per-gene integrals with a 0.005 grid
-at three of its draws (numpy, no sampling), and `--fixed-gates DIR` runs the shipped program with every gate fixed
-at its posterior mean there (the bound on what removing the gates from the sampler can give).
+gene: a trapezoid on a fixed grid of logit(pi) - gate_loc (scribe_cli/gate_grid.py), value and gradient in C++
+(stan/cpp/gate_quadrature.hpp). NUTS then samples log mu, p and gate_loc only. The one-sided gate posteriors
+that bench/hessian_spectrum.py found bounding the step size are gone from the sampler's coordinates. One chain
+(or `--chains`), seed and lengths as that script's baseline; one JSON line. `--diagnose` runs Stan's gradient
+test on the program instead; `--h` replaces the grid by one of that spacing (the session-24 weights). With a
+baseline chain of the sampled-gate program kept by bench/hessian_spectrum.py (`--keep DIR`): `--accuracy DIR`
+compares a grid's per-gene integrals with a 0.005 grid at three of its draws (numpy, no sampling),
+`--fixed-gates DIR` runs the sampled-gate program with every gate fixed at its posterior mean there (the bound on
+what removing the gates from the sampler can give) and `--baseline DIR` compares posterior means.
 
     python bench/gate_quadrature.py ../shared/data/pbmc_1k_v3.h5ad --top-genes 1500 --seed 1
     python bench/gate_quadrature.py ../shared/data/pbmc_1k_v3.h5ad --top-genes 1500 --accuracy /tmp/hess_zinb
     python bench/gate_quadrature.py ../shared/data/pbmc_1k_v3.h5ad --top-genes 1500 --fixed-gates /tmp/hess_zinb
-
-Not done: draws of the gates (each gene's grid posterior, in generated quantities), the tests against the
-sampled-gate program's density, a template. See docs/performance.md, session 24.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -46,10 +44,10 @@ from hessian_spectrum import kept_warmup, sampling_csv  # noqa: E402
 import scribe_cli.cache as cache  # noqa: E402
 from scribe_cli.config import ModelConfig, validate  # noqa: E402
 from scribe_cli.data import read_counts, select  # noqa: E402
+from scribe_cli.plan import integrates_gate  # noqa: E402
 from scribe_cli.render import render  # noqa: E402
 from scribe_cli.standata import stan_data  # noqa: E402
 
-HEADER = ROOT / "bench" / "native" / "gate_quadrature.hpp"
 LO, HI = -15.0, 15.0
 
 
@@ -98,41 +96,6 @@ class Edit:
         self.cut("  vector[G] gate_psi", "\n")
 
 
-def program(text: str) -> str:
-    """The rendered zinb + NEG gate program with the gate integrated out."""
-    e = Edit(text)
-    e.sub("functions {\n", "functions {\n  real zinb_gate_quadrature(int C, data vector gene_nonzero, vector log0, "
-          "real gate_loc, data vector node, data vector log_w);\n")
-    e.sub("  int<lower=0, upper=1> prior_only;", "  int<lower=1> K;\n  vector[K] gate_node;\n  vector[K] gate_log_w;\n"
-          "  int<lower=0, upper=1> prior_only;")
-    e.without_gate_parameters()
-    e.cut("  vector[G] gate_link;", "vector[G] gate = inv_logit(gate_link);\n")
-    i = e.text.index("    target += zinb_pairs_loglik(")
-    j = e.text.index(";\n", i) + 2
-    e.text = e.text[:i] + """    vector[G] log0 = r * log1m(p);
-    target += zinb_gate_quadrature(C, gene_nonzero, log0, gate_loc, gate_node, gate_log_w)
-              + rise_sum(r, rise_gene, rise_k, rise_weight, tail_gene, tail_count, tail_weight, rise_limit)
-              + log(p) * sum(gene_total) + dot_product(gene_nonzero, log0) - log_factorial_sum;
-""" + e.text[j:]
-    # each gene's gate from its grid posterior: a node by its weight, then uniform within the node's cell
-    e.sub("generated quantities {\n", """generated quantities {
-  vector[G] gate;
-  {
-    vector[K] x = gate_loc + gate_node;
-    vector[K] b = log1m_inv_logit(x);
-    vector[K] s = inv_logit(x);
-    real half = (gate_node[2] - gate_node[1]) / 2;
-    vector[G] f0 = exp(r * log1m(p));
-    for (g in 1:G) {
-      int k = categorical_logit_rng(gate_log_w + (C - gene_nonzero[g]) * log(s + (1 - s) * f0[g])
-                                    + gene_nonzero[g] * b);
-      gate[g] = inv_logit(x[k] + uniform_rng(-half, half));
-    }
-  }
-""")
-    return e.text
-
-
 def fixed_gate_program(text: str) -> str:
     """The rendered program with every gate given as data (`gate_fixed`) and no gate hierarchy."""
     e = Edit(text)
@@ -171,31 +134,19 @@ def accuracy(counts, directory: str) -> list[dict]:
             return special.logsumexp(log_w[None, :] + (C - m)[:, None] * e + m[:, None] * b[None, :], axis=1)
 
         ref = integral(0.005)
-        for h in (0.2, 0.1, 0.05):
+        for h in (0.2, 0.1, 0.05):  # (the shipped grid's weights differ: tails on both ends, the kink corrected)
             d = integral(h) - ref
             out.append({"draw": int(row), "h": h, "max_abs_err": float(np.abs(d).max()), "total_err": float(d.sum()),
                         "worst_gene": int(np.argmax(np.abs(d)) + 1)})
     return out
 
 
-def compile_with_header(text: str):
-    """compile_program, with the prototype's function declared native and its header beside the pair forms'."""
-    with tempfile.TemporaryDirectory(prefix="gate-quadrature-") as tmp:  # the cache entry keeps its own copies
-        top = Path(tmp) / "pairs_gate_quadrature.hpp"
-        top.write_text('#include "pairs.hpp"\n#include "gate_quadrature.hpp"\n')
-        cache.NATIVE_FUNCTIONS = cache.NATIVE_FUNCTIONS + ("zinb_gate_quadrature",)
-        cache._NATIVE_DECLARATION = re.compile(rf"\b(real|int) ({'|'.join(cache.NATIVE_FUNCTIONS)})\([^{{}};]*\);")
-        cache.PAIR_FUNCTIONS = cache.PAIR_FUNCTIONS | {"zinb_gate_quadrature"}
-        cache.PAIRS_SOURCES = [top, *cache.PAIRS_SOURCES, HEADER]
-        cache.PAIRS_HEADER = top
-        return cache.compile_program(text, name="zinb_gate_quadrature").model
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("h5ad", type=Path)
     ap.add_argument("--top-genes", type=int)
-    ap.add_argument("--h", type=float, default=0.1, help="grid spacing on logit(gate)")
+    ap.add_argument("--h", type=float, help="grid spacing on logit(gate) (default: scribe_cli/gate_grid.py's)")
+    ap.add_argument("--prob-prior", default="none", help="as scribe run's (the CLI's default is gaussian)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--draws", type=int, default=100)
@@ -206,7 +157,8 @@ def main() -> None:
     ap.add_argument("--baseline", metavar="DIR",
                     help="compare the posterior means of the gates and log means with a kept baseline chain's")
     args = ap.parse_args()
-    config = validate(ModelConfig(model="zinb", gate_prior="neg"))
+    config = validate(ModelConfig(model="zinb", gate_prior="neg", prob_prior=args.prob_prior))
+    assert integrates_gate(config)
     counts = read_counts(args.h5ad)
     if args.top_genes:
         counts = select(counts, top_genes=args.top_genes)
@@ -218,11 +170,13 @@ def main() -> None:
     if args.fixed_gates:
         o = chain_draws(args.fixed_gates)
         data["gate_fixed"] = o[[f"gate.{g}" for g in range(1, data["G"] + 1)]].to_numpy().mean(axis=0)
-        model = cache.compile_program(fixed_gate_program(render(config)), name="zinb_fixed_gate").model
-    else:
-        node, log_w = grid(args.h)
-        data.update(K=int(node.size), gate_node=node, gate_log_w=log_w)
-        model = compile_with_header(program(render(config)))
+        sampled = dataclasses.replace(config, summed_gates=False)
+        model = cache.compile_program(fixed_gate_program(render(sampled)), name="zinb_fixed_gate").model
+    else:  # the shipped program: the gates summed out (plan.integrates_gate)
+        if args.h:
+            node, log_w = grid(args.h)
+            data.update(gate_nodes=int(node.size), gate_node=node, gate_log_w=log_w)
+        model = cache.compile_program(render(config), name="zinb_summed_gate").model
     if args.diagnose:
         print(model.diagnose(data=data, epsilon=1e-6, error=1e-4, require_gradients_ok=False))
         return
@@ -235,6 +189,8 @@ def main() -> None:
         steps = mv["n_leapfrog__"]  # (draws, chains), warmup included
         summary = fit.summary().drop("lp__", errors="ignore")
         means = {v: fit.stan_variable(v).mean(axis=0) for v in ("gate", "log_mu") if v in fit.stan_variables()}
+        elapsed = [[float(x) for x in re.findall(r"([0-9.]+) seconds \((?:Warm-up|Sampling)\)", Path(f).read_text())]
+                   for f in fit.runset.csv_files]  # per chain: warmup, sampling
     ess = summary["ESS_bulk"].sort_values().head(4)
     versus = {}
     if args.baseline:
@@ -246,6 +202,8 @@ def main() -> None:
                          "max_abs_diff": round(float(np.abs(ours - theirs).max()), 3)}
     print(json.dumps({"h": args.h, "seed": args.seed, "chains": args.chains, "wall_s": round(time.monotonic() - t, 1),
                       "steps_warmup": int(steps[:args.warmup].sum()),
+                      "ms_per_gradient": {"warmup": round(1000 * sum(e[0] for e in elapsed) / steps[:args.warmup].sum(), 2),
+                                          "sampling": round(1000 * sum(e[1] for e in elapsed) / steps[args.warmup:].sum(), 2)},
                       "steps_per_draw": round(float(steps[args.warmup:].mean()), 1),
                       "stepsize": [float(x) for x in mv["stepsize__"][-1].ravel()],
                       "divergences": int(mv["divergent__"][args.warmup:].sum()),

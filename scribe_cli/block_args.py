@@ -6,7 +6,7 @@ blocks.py's job; the text is render.py's.
 from __future__ import annotations
 
 from .config import BASE_PRIORS, ModelConfig
-from .plan import (GD, Plan, as_gd, lift_shape, marginal_neg, native_capture_terms, neg_forms, output_only,
+from .plan import (GD, Plan, as_gd, integrates_gate, lift_shape, marginal_neg, native_capture_terms, neg_forms, output_only,
                    gates_log_mean, samples_dataset_log_mean, samples_dataset_r_mean, samples_log_mean, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper,
                    shifts_capture, splits_dataset_gate, splits_nonzero_terms, times_shape)
 
@@ -202,6 +202,9 @@ def hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_d
     if args["marginal"]:  # no local scale: the deviation is a fixed function of z (priors/neg.stan.j2)
         args.update(scaled_z=f"sqrt(neg_tau) * sinh({T}_z)", z_doc="asinh of the scaled deviations",
                     family="marginal NEG")  # its local scales integrated out
+    if target == "gate" and integrates_gate(config):  # the likelihood sums the deviations out
+        lik = likelihood_args(config, pl, check_loglik=False)
+        args["summed"] = {"log0": f"nb_log0({lik['r']}, {lik['log1m_p']})"}
     if (config.gate_split and target == "gate") or (config.prob_split and target == "prob"):
         args["split"] = _split_args(T, family)
         args["q_in_gq"] = q in output_only(config)  # q from its link in generated quantities (plan.output_only)
@@ -271,6 +274,7 @@ def _family_args(T: str, family: str, q: str, elt: str, local: str, link: str, c
         "contrasts_only": False,  # with centred_on: only its contrasts between the datasets (plan.samples_dataset_r_mean)
         "mean_contrast": False,  # T_z holds contrasts between the datasets, q defined elsewhere (the same)
         "neg_forms": None,
+        "summed": None,  # NEG gate summed out of the likelihood on a grid (plan.integrates_gate): {log0: expression}
     }
 
 
@@ -302,7 +306,8 @@ def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: 
         "native_rise": config.native_gradients,  # rise_sum's table in C++ (stan/cpp/rise_sum.hpp)
         # the per-gene NB / ZINB terms from logit p in C++ (stan/cpp/logit_gene_sum.hpp)
         "native_logit": (config.native_gradients and pl.form == "pairs" and not config.bnb
-                         and links_p_per_gene(config, pl)),
+                         and links_p_per_gene(config, pl) and not integrates_gate(config)),
+        "summed_gate": integrates_gate(config),  # the gates summed out (stan/cpp/gate_quadrature.hpp)
         "obs": pl.obs,
         "log_p": log_p,
         "log1m_p": log1m_p,

@@ -62,7 +62,7 @@ DATA_ONLY_FIELDS = ("horseshoe_tau0", "slab_df", "slab_scale", "neg_u", "neg_a",
 # ...) and describe() names a switch turned off by it.
 NEGATED_FLAGS = {"native_gradients": "--stan-gradients", "mean_coordinates": "--r-coordinates",
                  "scaled_coordinates": "--unit-coordinates", "neg_marginal": "--neg-local-scales",
-                 "gated_mean": "--ungated-mean"}
+                 "gated_mean": "--ungated-mean", "summed_gates": "--sampled-gates"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,10 @@ class ModelConfig:
     # same prior, with psi drawn afterwards. False samples them (psi_raw), as every other NEG does. None: chosen
     # per method (for_method).
     neg_marginal: bool | None = None
+    # zinb with a marginal NEG gate hierarchy (no capture, one component, no dataset-level parameters) sums each
+    # gene's gate out of the likelihood on a grid (plan.integrates_gate): the same posterior, the gates drawn from
+    # their conditionals afterwards. False samples them.
+    summed_gates: bool = True
     priors: tuple = field(default_factory=tuple)  # ((name, dist, (a, b)), ...) overrides
 
     @property
@@ -156,8 +160,10 @@ class ModelConfig:
     @property
     def gate_split(self) -> bool:
         """A gene-level gate hierarchy whose genes the data sort into centred and non-centred coordinates
-        (scribe_cli/centring.py): one gate per gene, no mixture."""
-        return self.gate_prior != "none" and not self.mixture
+        (scribe_cli/centring.py): one gate per gene, no mixture, not summed out (plan.integrates_gate)."""
+        from .plan import integrates_gate
+
+        return self.gate_prior != "none" and not self.mixture and not integrates_gate(self)
 
     @property
     def prob_split(self) -> bool:

@@ -5,6 +5,7 @@ and component, or per gene and dataset). Shared by blocks.py, block_args.py and 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from .config import ModelConfig
@@ -242,6 +243,31 @@ def marginal_neg(config: ModelConfig, target: str) -> bool:
     across datasets (or scales it by a sampled sigma): both keep psi_raw."""
     return (config.neg_marginal is not False and getattr(config, f"{target}_prior") == "neg" and target != "expression"
             and config.neg_u == 1.0 and config.neg_a == 1.0)
+
+
+def integrates_gate(config: ModelConfig) -> bool:
+    """zinb with a marginal NEG gate hierarchy (plan.marginal_neg), one component, no capture, no dataset-level
+    parameters and the C++ likelihood sums each gene's gate out on a fixed grid of logit(gate) - gate_loc
+    (stan/cpp/gate_quadrature.hpp, standata.gate_grid): NUTS samples the means, p and gate_loc only, and each gate
+    is drawn from its grid conditional in generated quantities (priors/neg.stan.j2). The same posterior; the
+    grid's error is below 0.003 nat per gene (bench/gate_quadrature.py --accuracy).
+
+    Why: without cell-level parameters a gene's gate sees only its zero and non-zero counts, a one-dimensional
+    integral. Sampled, the gates whose data bound them from one side (pinned by the zeros above, the NEG tail
+    below) set the step size: PBMC top 1,500 genes, one chain x (300 + 100), 511 leapfrog steps per draw at step
+    0.0104 and 145,000 warmup steps sampled against 31 at 0.161 and 14,000 summed out; 207 s against 70 s
+    (bench/hessian_spectrum.py, bench/gate_quadrature.py, docs/performance.md). Pathfinder keeps the sampled
+    gates (its NEG local scales are sampled: ModelConfig.for_method); --stan-gradients renders the sampled-gate
+    program, the Stan-language reference."""
+    return (config.summed_gates and config.native_gradients and config.model == "zinb" and not config.bnb
+            and not config.mixture and not config.dataset_params and marginal_neg(config, "gate"))
+
+
+def dense_reference(config: ModelConfig) -> ModelConfig:
+    """The configuration whose program render(check_loglik=True or dense=True) writes: the summed gates
+    (integrates_gate) sampled, since the dense reference sums the likelihood at one gate per gene. The summed
+    likelihood has its own test against a dense numerical integral (tests/test_gate_quadrature.py)."""
+    return dataclasses.replace(config, summed_gates=False) if integrates_gate(config) else config
 
 
 def neg_forms(config: ModelConfig) -> dict[str, bool]:

@@ -15,7 +15,7 @@ import jinja2
 from . import __version__
 from .blocks import blocks_for
 from .config import ModelConfig
-from .plan import GD, Plan, native_capture_terms, plan, samples_dataset_log_mean
+from .plan import GD, Plan, dense_reference, integrates_gate, native_capture_terms, plan, samples_dataset_log_mean
 from .resources import TEMPLATES
 
 
@@ -86,6 +86,10 @@ def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
     if hier:
         notes.append("Hierarchical priors (non-centred, on the link scale): "
                      + ", ".join(f"{t} ({f})" for t, f in hier.items()) + ".")
+    if integrates_gate(config):
+        notes.append("Each gene's gate is summed out of the likelihood on a grid of logit(gate) - gate_loc (data: gate_node, "
+                     "gate_log_w from scribe_cli/gate_grid.py; C++: stan/cpp/gate_quadrature.hpp) and drawn from its "
+                     "conditional in generated quantities: NUTS samples gate_loc, not the gates.")
     if config.gate_split:
         notes.append("The gate's genes are sampled centred where the data pin their gate down and non-centred "
                      "elsewhere (data: gate_centred_idx, chosen by scribe_cli/centring.py); the prior is the same.")
@@ -133,6 +137,8 @@ def render(config: ModelConfig, *, check_loglik: bool = False, dense: bool = Fal
     target, same expression) and ``log_lik_dense`` (a plain loop of built-in lpmfs over the full matrix);
     ``dense`` puts that dense loop in the model block instead of the fast likelihood.
     """
+    if check_loglik or dense:
+        config = dense_reference(config)
     env = _env()
     pl = plan(config)
     parts: dict[str, list[str]] = {s: [] for s, _ in SECTIONS}

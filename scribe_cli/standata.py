@@ -32,7 +32,8 @@ import scipy.sparse as sp
 from .centring import (dataset_gate_split_data, gate_split_data, index_split, log_mean_scales, prob_hyper_scales,
                        prob_split_data)
 from .config import ModelConfig
-from .plan import (likelihood_form, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper, shifts_capture,
+from .gate_grid import gate_grid
+from .plan import (dense_reference, integrates_gate, likelihood_form, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper, shifts_capture,
                    splits_dataset_gate, splits_nonzero_terms)
 
 
@@ -170,6 +171,9 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
     """
     X = counts.X if hasattr(counts, "X") else counts
     C, G = X.shape
+    summed = integrates_gate(config)
+    if dense:  # the reference program's data (plan.dense_reference), and the summed program's grid below
+        config = dense_reference(config)
     cell_dataset = None
     if config.dataset_axis:
         cell_dataset = getattr(counts, "cell_dataset", None) if cell_dataset_override is None else cell_dataset_override
@@ -203,6 +207,8 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
     if "neg" in families:
         data.update(neg_u=config.neg_u, neg_a=config.neg_a, neg_tau=config.neg_tau)
     data.update(capture_prior_data(config, X, getattr(counts, "library_size", None)))
+    if summed:
+        data.update(gate_grid(int(C), config.neg_tau))
     if config.gate_split:
         data.update(gate_split_data(X, shared_p=not config.gene_specific_p))
     if config.prob_split:

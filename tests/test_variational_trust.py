@@ -60,8 +60,10 @@ def test_parameter_count_from_the_program():
 
     G, C, D, K = SIZES["G"], SIZES["C"], SIZES["D"], SIZES["K"]
     assert count() == G + 1  # r, p
-    # r, p, gate_loc, gate_z and gate_centred (G together); NEG's local scales integrated out (u = a = 1)
-    assert count(model="zinb", gate_prior="neg") == G + 1 + 1 + G
+    # r, p and gate_loc: each gene's gate summed out of the likelihood (plan.integrates_gate)
+    assert count(model="zinb", gate_prior="neg") == G + 1 + 1
+    # sampled: gate_z and gate_centred (G together); NEG's local scales integrated out (u = a = 1)
+    assert count(model="zinb", gate_prior="neg", summed_gates=False) == G + 1 + 1 + G
     assert count(model="zinb", gate_prior="neg", neg_marginal=False) == G + 1 + 1 + 2 * G  # + gate_psi_raw
     assert count(model="zinb", gate_prior="neg", neg_u=0.5) == G + 1 + 1 + 2 * G  # no closed form: psi_raw
     assert count(model="nbvcp") == G + 1 + C  # + capture
@@ -72,7 +74,7 @@ def test_parameter_count_from_the_program():
 
 
 def test_fullrank_refused_by_size_only():
-    big = render(validate(ModelConfig(model="zinb", gate_prior="neg")))
+    big = render(validate(ModelConfig(model="zinb", gate_prior="neg", summed_gates=False)))
     with pytest.raises(UserInputError, match="advi-fullrank cannot fit 3,002 parameters.*--method advi"):
         check_method_size("advi-fullrank", big, SIZES)
     check_method_size("advi", big, SIZES)  # mean-field is linear in n
@@ -220,8 +222,8 @@ def test_collapsed_pathfinder_writes_distinct_raw_draws_and_says_what_to_do(demo
 
 def test_fullrank_refused_early_on_the_command_line(demo_h5ad, tmp_path):
     out = tmp_path / "fr.nc"
-    res = scribe("run", demo_h5ad, "--model", "zinb", "--gate-prior", "neg", "--prob-prior", "none", "--method",
-                 "advi-fullrank", "-o", out, "--quiet", check=False)
+    res = scribe("run", demo_h5ad, "--model", "zinb", "--gate-prior", "neg", "--sampled-gates", "--prob-prior", "none",
+                 "--method", "advi-fullrank", "-o", out, "--quiet", check=False)
     assert res.returncode == 2 and not out.exists()
     assert res.stderr.startswith("scribe: error: --method advi-fullrank cannot fit 1,002 parameters")
     assert len(res.stderr.strip().splitlines()) == 1

@@ -1,0 +1,56 @@
+"""The grid on which the likelihood sums each gene's zero-inflation gate out (plan.integrates_gate): nodes of
+d = logit(gate) - gate_loc and the log NEG(u = a = 1) prior mass of each node's cell, passed to the program as data
+(stan/cpp/gate_quadrature.hpp computes the sum, priors/neg.stan.j2 draws the gates from it).
+
+The trapezoid rule on equally spaced nodes converges geometrically for smooth integrands, the error on a
+Gaussian-shaped one of sd s being about 2 exp(-2 pi^2 s^2 / h^2) of its integral. The narrowest conditional a
+gate can have is the binomial one of a gene whose counts' own zeros are negligible: sd 1 / sqrt(C gate (1 - gate))
+>= 2 / sqrt(C) in logit units, so h = 1.6 x that (capped at 0.1) keeps each gene's error near 2e-3 nat on any
+number of cells: PBMC 1,000 cells, top 1,500 genes, h = 0.1, at most 0.0024 nat per gene against a 0.005 grid
+(bench/gate_quadrature.py --accuracy). The grid spans 15 logit units either side of the centre, and the prior mass
+beyond each end is lumped onto the end node: there the gate is 0 or 1 to within inv_logit(-15) ~ 3e-7.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import integrate, special
+
+HALF_WIDTH = 15.0  # logit units either side of gate_loc
+MAX_SPACING = 0.1
+
+
+def neg_marginal_logpdf(d: np.ndarray, tau: float = 1.0) -> np.ndarray:
+    """log density of the NEG(u = 1, a = 1, tau) marginal at d, as the template's neg_marginal_lpdf (its asymptotic
+    series from 25 scale units on, where the closed form cancels). numpy's, not the program's: the weights are
+    data."""
+    x = np.abs(np.asarray(d, float)) / np.sqrt(tau)
+    xs, xl = np.minimum(x, 25.0), np.maximum(x, 25.0)
+    near = np.log((1 + xs**2) * np.sqrt(np.pi / 2) * special.erfcx(xs / np.sqrt(2)) - xs)
+    y = 1.0 / xl**2
+    far = np.log(2) - 3 * np.log(xl) + np.log1p(
+        y * (-6 + y * (45 + y * (-420 + y * (4725 + y * (-62370 + y * 945945))))))
+    return np.where(x < 25, near, far) - np.log(2 * np.sqrt(tau))
+
+
+def spacing(cells: int) -> float:
+    return min(MAX_SPACING, 3.2 / np.sqrt(max(cells, 1)))
+
+
+def gate_grid(cells: int, neg_tau: float) -> dict:
+    """The program's data: gate_nodes, gate_node (equally spaced, symmetric about 0) and gate_log_w."""
+    n = int(np.ceil(HALF_WIDTH / spacing(cells)))
+    h = HALF_WIDTH / n
+    node = np.linspace(-HALF_WIDTH, HALF_WIDTH, 2 * n + 1)
+    log_w = neg_marginal_logpdf(node, neg_tau) + np.log(h)
+    # the mass beyond the end node's cell (the density falls as |d|^-3)
+    tail, _ = integrate.quad(lambda d: np.exp(neg_marginal_logpdf(d, neg_tau)), HALF_WIDTH + h / 2, np.inf,
+                             epsabs=0, epsrel=1e-10)
+    for end in (0, -1):
+        log_w[end] = np.logaddexp(log_w[end], np.log(tail))
+    # The density's kink at d = 0 (its slope jumps from +1 to -1 in units of tau) is the trapezoid's one O(h^2)
+    # error: the weights would sum to 1 + h^2 / (6 tau) (1.0017 at h = 0.1). Taken off the centre node, the
+    # kink's Euler-Maclaurin correction, so the weights are a probability distribution.
+    w = np.exp(log_w)
+    log_w[n] = np.log(w[n] - (w.sum() - 1.0))
+    return {"gate_nodes": int(node.size), "gate_node": node, "gate_log_w": log_w}
