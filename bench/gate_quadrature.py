@@ -141,6 +141,17 @@ def accuracy(counts, directory: str) -> list[dict]:
     return out
 
 
+def warmup_windows(n: int) -> list[tuple[int, int]]:
+    """Stan's warmup stages for n >= 150 iterations: the 75-iteration fast start, the slow windows (25, 50, ...,
+    the last stretched to the end) and the final 50-iteration step-size stage."""
+    out, start, size, end = [(0, 75)], 75, 25, n - 50
+    while start < end:
+        stop = end if start + size + 2 * size > end else start + size
+        out.append((start, stop))
+        start, size = stop, size * 2
+    return out + [(end, n)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("h5ad", type=Path)
@@ -202,6 +213,8 @@ def main() -> None:
                          "max_abs_diff": round(float(np.abs(ours - theirs).max()), 3)}
     print(json.dumps({"h": args.h, "seed": args.seed, "chains": args.chains, "wall_s": round(time.monotonic() - t, 1),
                       "steps_warmup": int(steps[:args.warmup].sum()),
+                      # by Stan's warmup windows (75 iterations, then doubling metric windows from 25, 50 at the end)
+                      "steps_warmup_windows": [int(steps[a:b].sum()) for a, b in warmup_windows(args.warmup)],
                       "ms_per_gradient": {"warmup": round(1000 * sum(e[0] for e in elapsed) / steps[:args.warmup].sum(), 2),
                                           "sampling": round(1000 * sum(e[1] for e in elapsed) / steps[args.warmup:].sum(), 2)},
                       "steps_per_draw": round(float(steps[args.warmup:].mean()), 1),

@@ -38,11 +38,12 @@ CPP_OPTIONS = {"STAN_THREADS": "true"}
 NATIVE_HEADER = NATIVE_SRC / "native.hpp"
 NATIVE_FUNCTIONS = ("capture_nb_zero_terms", "capture_zinb_zero_terms", "capture_nb_nonzero_terms",
                     "capture_zinb_nonzero_terms", "native_grainsize", "rise_table_sum", "nb_logit_gene_sum",
-                    "zinb_logit_gene_sum", "zinb_gate_quadrature")
-_NATIVE_DECLARATION = re.compile(rf"\b(real|int) ({'|'.join(NATIVE_FUNCTIONS)})\([^{{}};]*\);")
+                    "zinb_logit_gene_sum", "zinb_gate_quadrature", "zinb_gate_draw_rng")
+_NATIVE_DECLARATION = re.compile(rf"\b(real|int|vector) ({'|'.join(NATIVE_FUNCTIONS)})\([^{{}};]*\);")
 
 # The pair-statistics likelihoods' functions, and the header that holds only them (with its includes).
-PAIR_FUNCTIONS = {"rise_table_sum", "nb_logit_gene_sum", "zinb_logit_gene_sum", "zinb_gate_quadrature"}
+PAIR_FUNCTIONS = {"rise_table_sum", "nb_logit_gene_sum", "zinb_logit_gene_sum", "zinb_gate_quadrature",
+                  "zinb_gate_draw_rng"}
 PAIRS_HEADER = NATIVE_SRC / "pairs.hpp"
 PAIRS_SOURCES = [PAIRS_HEADER, NATIVE_SRC / "gate_quadrature.hpp", NATIVE_SRC / "logit_gene_sum.hpp",
                  NATIVE_SRC / "rise_sum.hpp"]
