@@ -25,7 +25,7 @@ from scribe_cli.cache import check_program
 from scribe_cli.config import MODELS, PARAMETERIZATIONS, PRIOR_FAMILIES, PRIOR_TARGETS, ModelConfig, validate
 from scribe_cli.errors import UserInputError
 from scribe_cli.idata import variable_dims
-from scribe_cli.plan import samples_dataset_log_mean
+from scribe_cli.plan import integrates_gate, samples_dataset_log_mean
 from scribe_cli.render import render
 from scribe_cli.standata import stan_data
 
@@ -191,8 +191,10 @@ def test_data_and_names_match_programs(toolchain):
         expected |= {"weights"} if config.mixture else set()
         expected |= {"assignment_prob"} if config.assignments else set()
         for target, family in config.hierarchical().items():
-            expected |= {f"{target}_z", {"gaussian": f"{target}_sigma", "horseshoe": f"{target}_tau",
-                                         "neg": f"{target}_psi"}[family]}
+            # a summed-out gate (plan.integrates_gate) has no z: its link is drawn in generated quantities
+            z = f"{target}_link" if target == "gate" and integrates_gate(config) else f"{target}_z"
+            expected |= {z, {"gaussian": f"{target}_sigma", "horseshoe": f"{target}_tau",
+                             "neg": f"{target}_psi"}[family]}
             expected |= {f"{target}_lambda_tilde"} if family == "horseshoe" else set()
             expected |= {f"{target}_loc"} if target != "expression" else {"r_pop" if config.parameterization == "canonical" else "mu_pop"}
         assert expected <= names, (config.describe(), expected - names)
