@@ -9,7 +9,8 @@ that bench/hessian_spectrum.py found bounding the step size are gone from the sa
 (or `--chains`), seed and lengths as that script's baseline; one JSON line. `--diagnose` runs Stan's gradient
 test on the program instead; `--h` replaces the grid by one of that spacing (the session-24 weights). With a
 baseline chain of the sampled-gate program kept by bench/hessian_spectrum.py (`--keep DIR`): `--accuracy DIR`
-compares a grid's per-gene integrals with a 0.005 grid at three of its draws (numpy, no sampling),
+compares grids' per-gene integrals (spacing 0.2, 0.1, 0.05 with session 24's weights, and the shipped grid) with a
+0.005 grid at three of its draws (numpy, no sampling),
 `--fixed-gates DIR` runs the sampled-gate program with every gate fixed at its posterior mean there (the bound on
 what removing the gates from the sampler can give) and `--baseline DIR` compares posterior means.
 
@@ -44,6 +45,7 @@ from hessian_spectrum import kept_warmup, sampling_csv  # noqa: E402
 import scribe_cli.cache as cache  # noqa: E402
 from scribe_cli.config import ModelConfig, validate  # noqa: E402
 from scribe_cli.data import read_counts, select  # noqa: E402
+from scribe_cli.gate_grid import gate_grid, neg_marginal_logpdf  # noqa: E402
 from scribe_cli.plan import integrates_gate  # noqa: E402
 from scribe_cli.render import render  # noqa: E402
 from scribe_cli.standata import stan_data  # noqa: E402
@@ -51,23 +53,11 @@ from scribe_cli.standata import stan_data  # noqa: E402
 LO, HI = -15.0, 15.0
 
 
-def neg_logpdf(d: np.ndarray, tau: float = 1.0) -> np.ndarray:
-    """log density of the NEG marginal (u = a = 1) at d, as the template's neg_marginal_lpdf (its asymptotic
-    series beyond 25 scale units, where the closed form cancels)."""
-    x = np.abs(np.asarray(d, float)) / np.sqrt(tau)
-    xs, xl = np.minimum(x, 25.0), np.maximum(x, 25.0)
-    near = np.log((1 + xs**2) * np.sqrt(np.pi / 2) * special.erfcx(xs / np.sqrt(2)) - xs)
-    y = 1.0 / xl**2
-    far = np.log(2) - 3 * np.log(xl) + np.log1p(
-        y * (-6 + y * (45 + y * (-420 + y * (4725 + y * (-62370 + y * 945945))))))
-    return np.where(x < 25, near, far) - np.log(2 * np.sqrt(tau))
-
-
 def grid(h: float) -> tuple[np.ndarray, np.ndarray]:
     node = np.arange(LO, HI + h / 2, h)
-    log_w = neg_logpdf(node) + np.log(h)
+    log_w = neg_marginal_logpdf(node) + np.log(h)
     z = np.linspace(np.arcsinh(-1e6), np.arcsinh(LO - h / 2), 200001)  # the left tail's mass, on the asinh scale
-    left = np.trapezoid(np.exp(neg_logpdf(np.sinh(z))) * np.cosh(z), z)
+    left = np.trapezoid(np.exp(neg_marginal_logpdf(np.sinh(z))) * np.cosh(z), z)
     log_w[0] = np.logaddexp(log_w[0], np.log(left))
     return node, log_w
 
@@ -126,16 +116,16 @@ def accuracy(counts, directory: str) -> list[dict]:
         p, loc = o["p"][row], o["gate_loc"][row]
         log0 = o[[f"r.{g}" for g in range(1, G + 1)]].to_numpy()[row] * np.log1p(-p)
 
-        def integral(h):
-            node, log_w = grid(h)
+        def integral(node, log_w):
             x = loc + node
             a, b = -np.logaddexp(0, -x), -np.logaddexp(0, x)
             e = np.logaddexp(a[None, :], b[None, :] + log0[:, None])
             return special.logsumexp(log_w[None, :] + (C - m)[:, None] * e + m[:, None] * b[None, :], axis=1)
 
-        ref = integral(0.005)
-        for h in (0.2, 0.1, 0.05):  # (the shipped grid's weights differ: tails on both ends, the kink corrected)
-            d = integral(h) - ref
+        ref = integral(*grid(0.005))
+        shipped = gate_grid(C, 1.0)  # tails on both ends, the kink corrected
+        for h, nodes in [(h, grid(h)) for h in (0.2, 0.1, 0.05)] + [("shipped", (shipped["gate_node"], shipped["gate_log_w"]))]:
+            d = integral(*nodes) - ref
             out.append({"draw": int(row), "h": h, "max_abs_err": float(np.abs(d).max()), "total_err": float(d.sum()),
                         "worst_gene": int(np.argmax(np.abs(d)) + 1)})
     return out
