@@ -203,8 +203,7 @@ def hier_args(config: ModelConfig, pl: Plan, target: str, family: str, declare_d
         args.update(scaled_z=f"sqrt(neg_tau) * sinh({T}_z)", z_doc="asinh of the scaled deviations",
                     family="marginal NEG")  # its local scales integrated out
     if target == "gate" and integrates_gate(config):  # the likelihood sums the deviations out
-        lik = likelihood_args(config, pl, check_loglik=False)
-        args["summed"] = {"log0": f"nb_log0({lik['r']}, {lik['log1m_p']})"}
+        args["summed"] = {"log0": f"nb_log0(r, {log_p_exprs(config, pl)[1]})"}
     if (config.gate_split and target == "gate") or (config.prob_split and target == "prob"):
         args["split"] = _split_args(T, family)
         args["q_in_gq"] = q in output_only(config)  # q from its link in generated quantities (plan.output_only)
@@ -288,14 +287,18 @@ def logit_p_expr(config: ModelConfig, pl: Plan) -> str:
     return "prob_link" if links_p_per_gene(config, pl) else "logit(p)"
 
 
-def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: bool = False) -> dict:
+def log_p_exprs(config: ModelConfig, pl: Plan) -> tuple[str, str]:
+    """log(p) and log(1 - p) as the likelihood takes them (per gene, or per gene and component)."""
     if pl.p_scalar:
         rep = "rep_matrix({}, G, K)" if pl.mix else "rep_vector({}, G)"
-        log_p, log1m_p = rep.format("log(p)"), rep.format("log1m(p)")
-    elif links_p_per_gene(config, pl):  # from logit p itself: accurate where p nears 0 or 1, and no log of p
-        log_p, log1m_p = "log_inv_logit(prob_link)", "log1m_inv_logit(prob_link)"
-    else:
-        log_p, log1m_p = "log(p)", "log1m(p)"
+        return rep.format("log(p)"), rep.format("log1m(p)")
+    if links_p_per_gene(config, pl):  # from logit p itself: accurate where p nears 0 or 1, and no log of p
+        return "log_inv_logit(prob_link)", "log1m_inv_logit(prob_link)"
+    return "log(p)", "log1m(p)"
+
+
+def likelihood_args(config: ModelConfig, pl: Plan, check_loglik: bool, log_lik: bool = False) -> dict:
+    log_p, log1m_p = log_p_exprs(config, pl)
     return {
         "zi": config.zero_inflated,
         "bnb": config.bnb,
