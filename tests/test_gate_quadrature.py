@@ -67,7 +67,7 @@ def test_summed_likelihood_matches_dense_integral(model, counts):
     """The likelihood term (log density with prior_only = 0 minus with 1: the priors cancel exactly) against the
     dense integral, at three points: near the data, a high gate centre and a low one with a small p."""
     U = counts.toarray()
-    C, G = U.shape
+    G = U.shape[1]
     data = stan_data(CONFIG, counts)
     assert data["gate_nodes"] == 301  # 40 cells: the grid's 0.1 cap
     rng = np.random.default_rng(11)

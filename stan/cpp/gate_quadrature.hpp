@@ -172,13 +172,14 @@ stan::promote_args_t<stan::base_type_t<T_l0>, T_loc> zinb_gate_quadrature(
 
   Eigen::VectorXd d_l0(G);
   double d_loc = 0, value = 0;
-  ArrayXd L(K), P(K);
+  ArrayXd L(K), P(K), E(K);  // per-gene buffers, allocated once per call
   for (Index g = 0; g < G; ++g) {
     const auto s = scribe_native::gene_sum(q, l0[g], C, m.coeff(g), L, P);
     double S = 0, Sl0 = 0, Sloc = 0;
     if (s.lo < K) {
       const Index n = s.hi - s.lo + 1;
-      const ArrayXd e = (L.segment(s.lo, n) - s.M).exp();
+      auto e = E.segment(s.lo, n);
+      e = (L.segment(s.lo, n) - s.M).exp();
       const double ws = (e * q.sig.segment(s.lo, n)).sum();
       const double wt = s.f0 * (e * q.one_m_sig.segment(s.lo, n) / P.segment(s.lo, n)).sum();
       S = e.sum();
@@ -232,7 +233,7 @@ Eigen::VectorXd zinb_gate_draw_rng(const int& C, const T_m& gene_nonzero, const 
     return lo;
   };
   Eigen::VectorXd out(G);
-  ArrayXd L(K), P(K);
+  ArrayXd L(K), P(K), E(K);
   for (Index g = 0; g < G; ++g) {
     Index k;
     if (prior_only) {
@@ -241,9 +242,10 @@ Eigen::VectorXd zinb_gate_draw_rng(const int& C, const T_m& gene_nonzero, const 
     } else {
       const auto s = scribe_native::gene_sum(q, l0[g], C, m.coeff(g), L, P);
       double S = 0, T = 0;
-      ArrayXd e;
-      if (s.lo < K) {
-        e = (L.segment(s.lo, s.hi - s.lo + 1) - s.M).exp();
+      const Index n = s.lo < K ? s.hi - s.lo + 1 : 0;
+      auto e = E.segment(s.lo < K ? s.lo : 0, n);
+      if (n > 0) {
+        e = (L.segment(s.lo, n) - s.M).exp();
         S = e.sum();
       }
       if (s.series) T = std::exp(s.Z * l0[g] - s.M) * s.series_sum(q, s.kg);
