@@ -219,7 +219,8 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
     # standard errors wide, which NUTS would have to learn through its metric.
     if scales_prob_hyper(config):
         hyper = prob_hyper_scales(X, config.prob_prior)
-        data.update({k: 0.0 if k.endswith("_offset") else 1.0 for k in hyper} if prior_only else hyper)
+        data.update({k: np.full(np.shape(v), 0.0 if k.endswith("_offset") else 1.0).tolist() for k, v in hyper.items()}
+                    if prior_only else hyper)
     if scales_log_mean(config):
         scales = log_mean_scales(X)
         if prior_only:
