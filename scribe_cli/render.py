@@ -88,8 +88,9 @@ def _notes(config: ModelConfig, pl: Plan, log_lik: bool = False) -> list[str]:
                      + ", ".join(f"{t} ({f})" for t, f in hier.items()) + ".")
     if integrates_gate(config):
         notes.append("Each gene's gate is summed out of the likelihood on a grid of logit(gate) - gate_loc (data: gate_node, "
-                     "gate_log_w from scribe_cli/gate_grid.py; C++: stan/cpp/gate_quadrature.hpp) and drawn from its "
-                     "conditional in generated quantities: NUTS samples gate_loc, not the gates.")
+                     "gate_log_w, and every 4th node for genes whose conditional is broad, from scribe_cli/gate_grid.py; "
+                     "C++: stan/cpp/gate_quadrature.hpp) and drawn from its conditional in generated quantities: NUTS "
+                     "samples gate_loc, not the gates.")
     if config.gate_split:
         notes.append("The gate's genes are sampled centred where the data pin their gate down and non-centred "
                      "elsewhere (data: gate_centred_idx, chosen by scribe_cli/centring.py); the prior is the same.")
