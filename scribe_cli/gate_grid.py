@@ -60,25 +60,30 @@ def _log_weights(node: np.ndarray, h: float, neg_tau: float) -> np.ndarray:
 
 def gate_grid(cells: int, neg_tau: float) -> dict:
     """The program's data: gate_nodes, gate_node (equally spaced, symmetric about 0) and gate_log_w, and the
-    coarse grid of every STRIDE-th node with its own weights (gate_coarse_nodes, gate_coarse_node,
-    gate_coarse_log_w; the fine grid itself where COARSE_MAX_SPACING rules a coarse one out).
+    coarse grid of every STRIDE-th node with its own weights and kink coefficient (gate_coarse_nodes,
+    gate_coarse_node, gate_coarse_log_w, gate_coarse_kink; the fine grid itself where COARSE_MAX_SPACING rules a
+    coarse one out).
 
     Why a coarse grid: most genes' conditional of d is broad (no sign of zero inflation, or few cells), and the
     trapezoid converges geometrically: on a peak of sd sigma its error is ~2 exp(-2 pi^2 sigma^2 / H^2), nil at
     H <= sigma. The C++ sums each gene on the coarse grid and falls back to the fine one where the curvature of
-    its counts' log likelihood at the peak, l'', says the peak is narrower than that (|l''| H^2 >= 1). What is
-    left on the coarse grid is the prior's kink at 0 at the next order, O(H^4): on PBMC's top 1,500 genes (906
-    cells, H = 0.39, two posterior draws) 85% of the genes took the coarse grid, each within 1.9e-4 nat of a
-    0.005 grid (the fine grid's own error is up to 2.4e-4; bench/gate_quadrature.py --accuracy), and the
-    gradient fell from ~2.1 to ~X ms (bench/gate_quadrature.py)."""
+    its counts' log likelihood l says the peak is narrower than that (|l''| H^2 >= 1 at the largest node), or
+    where l is too steep at the prior's kink at 0 for the kink's H^4 correction, which it adds, to leave a small
+    error (H^2 (|l''| + l'^2) >= 0.5 there; stan/cpp/gate_quadrature.hpp). On PBMC's top 1,500 genes (906 cells,
+    H = 0.39) at posterior draws, 75-85% of the genes take the coarse grid, every gene within 3e-4 nat of a 0.005
+    grid as on the fine grid (bench/gate_quadrature.py --accuracy)."""
     n = STRIDE * int(np.ceil(HALF_WIDTH / (STRIDE * spacing(cells))))
     h = HALF_WIDTH / n
     node = np.linspace(-HALF_WIDTH, HALF_WIDTH, 2 * n + 1)
     out = {"gate_nodes": int(node.size), "gate_node": node, "gate_log_w": _log_weights(node, h, neg_tau)}
     if STRIDE * h <= COARSE_MAX_SPACING * np.sqrt(neg_tau):
         coarse = node[::STRIDE]
+        # the kink's h^4 Euler-Maclaurin term: the NEG density's slope jumps by -2 / tau at 0, so the trapezoid
+        # exceeds the integral by (h^4 / 720) x 3 x (2 / tau) x lik''(0); the C++ adds this coefficient x lik''(0)
         out.update(gate_coarse_nodes=int(coarse.size), gate_coarse_node=coarse,
-                   gate_coarse_log_w=_log_weights(coarse, STRIDE * h, neg_tau))
+                   gate_coarse_log_w=_log_weights(coarse, STRIDE * h, neg_tau),
+                   gate_coarse_kink=(STRIDE * h) ** 4 / (120 * neg_tau))
     else:  # the prior itself is too narrow for the coarse spacing: one grid (the C++ then skips the coarse pass)
-        out.update(gate_coarse_nodes=out["gate_nodes"], gate_coarse_node=node, gate_coarse_log_w=out["gate_log_w"])
+        out.update(gate_coarse_nodes=out["gate_nodes"], gate_coarse_node=node, gate_coarse_log_w=out["gate_log_w"],
+                   gate_coarse_kink=0.0)
     return out

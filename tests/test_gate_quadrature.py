@@ -87,13 +87,17 @@ def test_summed_likelihood_matches_dense_integral(model, counts):
 
 
 def test_summed_gradient_passes_stans_test(model, counts):
-    """Stan's finite-difference test of the gradient (the C++ partials d/dlog0, d/dgate_loc) at two inits."""
+    """Stan's finite-difference test of the gradient (the C++ partials d/dlog0, d/dgate_loc) at two inits; again
+    with the coarse grid's kink coefficient 3,000 times its value, so that the correction's own partials (a
+    ~1e-5 share of the shipped sum) move the gradient by whole units and an error in them fails."""
     data = stan_data(CONFIG, counts)
     G = counts.shape[1]
-    for p, loc in ((0.5, -2.0), (0.2, 1.0)):
-        inits = {"log_mu": np.linspace(-1, 3, G).tolist(), "p": p, "gate_loc": loc}
-        out = model.diagnose(inits=inits, data=data, epsilon=1e-6, error=1e-5, require_gradients_ok=True)
-        assert len(out) == G + 2  # every coordinate was tested (and passed: require_gradients_ok)
+    for kink in (1.0, 3000.0):
+        for p, loc in ((0.5, -2.0), (0.2, 1.0)):
+            inits = {"log_mu": np.linspace(-1, 3, G).tolist(), "p": p, "gate_loc": loc}
+            out = model.diagnose(inits=inits, data={**data, "gate_coarse_kink": kink * data["gate_coarse_kink"]},
+                                 epsilon=1e-6, error=1e-5, require_gradients_ok=True)
+            assert len(out) == G + 2  # every coordinate was tested (and passed: require_gradients_ok)
 
 
 def test_gate_draws_follow_their_conditional(model, counts, tmp_path):
@@ -176,13 +180,17 @@ def test_shortcuts_match_every_node(model):
         fine = special.logsumexp(_every_node(loc, data["gate_node"], data["gate_log_w"], log0, Z, N)[0], axis=1)
         Lc, l1, l2 = _every_node(loc, data["gate_coarse_node"], data["gate_coarse_log_w"], log0, Z, N)
         mid = (Lc.shape[1] - 1) // 2
-        coarse_ok = ((H**2 * (np.abs(l2[:, mid]) + l1[:, mid] ** 2) < 0.1)
+        Q = l2[:, mid] + l1[:, mid] ** 2  # lik''(0) / lik(0): the kink's correction adds gate_coarse_kink lik''(0)
+        total = special.logsumexp(Lc, axis=1)
+        coarse = total + np.log1p(data["gate_coarse_kink"] * Q
+                                  * np.exp(Lc[:, mid] - data["gate_coarse_log_w"][mid] - total))
+        coarse_ok = ((H**2 * (np.abs(l2[:, mid]) + l1[:, mid] ** 2) < 0.5)
                      & (np.abs(l2[np.arange(G), Lc.argmax(axis=1)]) * H**2 < 1))
         chosen.append(coarse_ok.mean())
         nb = stats.nbinom.logpmf(U, r, 1 - p)
         # what a count adds over a zero for the NB itself (log P(u) - log P(0)), and the zeros' log0
         rest = np.sum(np.where(U > 0, nb - log0, 0.0)) + N @ log0
-        for grid_data, gene_sums in ((data, np.where(coarse_ok, special.logsumexp(Lc, axis=1), fine)),
+        for grid_data, gene_sums in ((data, np.where(coarse_ok, coarse, fine)),
                                      (one_grid, fine)):
             lp = [model.log_prob(params=params, data={**grid_data, "prior_only": k}, sig_figs=18).iloc[0, 0]
                   for k in (0, 1)]

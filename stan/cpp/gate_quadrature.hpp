@@ -152,30 +152,48 @@ inline GeneSum gene_sum(const GateGrid& q, double log0, double C, double N, Eige
   return g;
 }
 
-// Whether the coarse grid's sum of a gene (gene_sum on it) is as good as the fine one's (scribe_cli/gate_grid.py).
-// Two things bound the trapezoid's error at spacing h: (1) on a peak of sd sigma it is ~2 exp(-2 pi^2 sigma^2 / h^2),
-// 5e-9 of the integral at h^2 |l''| = 1, with l'' the counts' log likelihood's curvature at the largest node;
-// (2) at the prior's kink (d = 0, the middle node) the weights' correction is exact only for a flat likelihood:
-// what is left is ~h^4 (l'' + l'^2) there, so h^2 (|l''| + l'^2) < 0.1 (on PBMC's top 1,500 genes and simulated
-// genes with gate centres from -3 to 3, every coarse sum then within 2e-4 nat of a 0.005 grid, as the fine grid).
-// No explicit node: the power series alone, smooth in s.
-inline bool coarse_enough(const GateGrid& q, const GeneSum& g, const Eigen::ArrayXd& L, const Eigen::ArrayXd& P) {
-  const double h2 = q.h * q.h;
-  // l' and l'' of Z log P + N log(1 - s) in x: P = s + (1 - s) f0, dP/dx = s (1 - s) (1 - f0),
-  // d2P/dx2 = s (1 - s) (1 - 2 s) (1 - f0)
-  auto curvature = [&](Eigen::Index k, double Pk, double& l1) {
-    const double s = q.sig[k], ds = s * q.one_m_sig[k], dP = ds * (1 - g.f0) / Pk;
-    l1 = g.Z * dP - g.N * s;
-    return g.Z * (dP * (1 - 2 * s) - dP * dP) - g.N * ds;
-  };
-  double l1;
-  const double l2_mid = curvature(q.middle, q.sig[q.middle] + q.one_m_sig[q.middle] * g.f0, l1);
-  if (h2 * (std::fabs(l2_mid) + l1 * l1) >= 0.1) return false;
-  if (g.lo >= q.K) return true;
+// The counts' log likelihood l(x) = Z log P + N log(1 - s) of one gene at the prior's kink (d = 0, x = gate_loc),
+// with P = s + (1 - s) f0, its derivatives in x and the partials in log0 that the kink's correction needs.
+// With u = s (1 - s) and g = (1 - f0) / P: l' = Z u g - N s, l'' = Z (u (1 - 2 s) g - u^2 g^2) - N u, and
+// d g / d x = -u g^2, d g / d f0 = -1 / P^2.
+struct KinkTerms {
+  double l0, l1, l2, l3, dl0, dl1, dl2;  // l and its first three x-derivatives at d = 0; d/dlog0 of the first three
+};
+
+inline KinkTerms kink_terms(const GateGrid& q, double f0, double Z, double N) {
+  const double s = q.sig[q.middle], u = s * q.one_m_sig[q.middle], P = s + q.one_m_sig[q.middle] * f0;
+  const double g = (1 - f0) / P, v = 1 - 2 * s;
+  KinkTerms k;
+  k.l0 = Z * std::log(P) + N * std::log1p(-s);
+  k.l1 = Z * u * g - N * s;
+  k.l2 = Z * (u * v * g - u * u * g * g) - N * u;
+  k.l3 = Z * ((u * v * v - 2 * u * u) * g - 3 * u * u * v * g * g + 2 * u * u * u * g * g * g) - N * u * v;
+  const double dg = -f0 / (P * P);  // d g / d log0
+  k.dl0 = Z * q.one_m_sig[q.middle] * f0 / P;
+  k.dl1 = Z * u * dg;
+  k.dl2 = Z * (u * v - 2 * u * u * g) * dg;
+  return k;
+}
+
+// Whether a gene's sum on the coarse grid is as good as on the fine one (scribe_cli/gate_grid.py). The trapezoid's
+// error at spacing h: (1) on a peak of sd sigma, ~2 exp(-2 pi^2 sigma^2 / h^2), 5e-9 of the integral at h^2 |l''| = 1
+// with l'' at the largest node (peak_ok); (2) at the prior's kink, a series in h^2 whose h^2 term the weights'
+// normalisation removes and whose h^4 term, -h^4 / (120 tau) lik''(0) with lik'' / lik = l'' + l'^2, the sum adds
+// back (the kink's Euler-Maclaurin terms: the NEG density's slope jumps by -2 / tau there). What is left is h^6 and
+// beyond: kink_ok asks h^2 (|l''| + l'^2) < 0.5 at d = 0. On PBMC's top 1,500 genes at posterior draws (shared p,
+// gate_loc -7.1; p per gene, gate_loc -4.1) and simulated genes with gate centres from -3 to 3, every coarse sum is
+// then within 3e-4 nat of a 0.005 grid, as the fine grid is.
+inline bool kink_ok(const GateGrid& q, const KinkTerms& k) {
+  return q.h * q.h * (std::fabs(k.l2) + k.l1 * k.l1) < 0.5;
+}
+
+inline bool peak_ok(const GateGrid& q, const GeneSum& g, const Eigen::ArrayXd& L, const Eigen::ArrayXd& P) {
+  if (g.lo >= q.K) return true;  // no explicit node: the power series alone, smooth in s
   Eigen::Index k;
   L.segment(g.lo, g.hi - g.lo + 1).maxCoeff(&k);
   k += g.lo;
-  return std::fabs(curvature(k, P[k], l1)) * h2 < 1.0;
+  const double s = q.sig[k], u = s * q.one_m_sig[k], dP = u * (1 - g.f0) / P[k];
+  return std::fabs(g.Z * (dP * (1 - 2 * s) - dP * dP) - g.N * u) * q.h * q.h < 1.0;
 }
 
 }  // namespace scribe_native
@@ -183,7 +201,8 @@ inline bool coarse_enough(const GateGrid& q, const GeneSum& g, const Eigen::Arra
 template <typename T_m, typename T_l0, typename T_loc, typename T_node, typename T_w, typename T_cn, typename T_cw>
 stan::promote_args_t<stan::base_type_t<T_l0>, T_loc> zinb_gate_quadrature(
     const int& C, const T_m& gene_nonzero, const T_l0& log0, const T_loc& gate_loc, const T_node& node,
-    const T_w& log_w, const T_cn& coarse_node, const T_cw& coarse_log_w, std::ostream* pstream__) {
+    const T_w& log_w, const T_cn& coarse_node, const T_cw& coarse_log_w, const double& coarse_kink,
+    std::ostream* pstream__) {
   using Eigen::ArrayXd;
   using Eigen::Index;
   const auto& l0_ref = stan::math::to_ref(log0);
@@ -204,14 +223,20 @@ stan::promote_args_t<stan::base_type_t<T_l0>, T_loc> zinb_gate_quadrature(
   double d_loc = 0, value = 0;
   ArrayXd L(K), P(K), E(K);  // per-gene buffers, allocated once per call
   for (Index g = 0; g < G; ++g) {
-    // the coarse grid first; the fine one where the gene's peak is too narrow for it
-    const scribe_native::GateGrid* grid = two_levels ? &coarse : &fine;
-    auto s = scribe_native::gene_sum(*grid, l0[g], C, m.coeff(g), L, P);
-    if (two_levels && !scribe_native::coarse_enough(coarse, s, L, P)) {
-      grid = &fine;
-      s = scribe_native::gene_sum(fine, l0[g], C, m.coeff(g), L, P);
+    // the coarse grid where both its errors are small (kink_ok, peak_ok), else the fine one
+    const double f0 = std::exp(l0[g]), N = m.coeff(g);
+    scribe_native::KinkTerms kink{};
+    bool on_coarse = false;
+    scribe_native::GeneSum s;
+    if (two_levels) {
+      kink = scribe_native::kink_terms(coarse, f0, C - N, N);
+      if (scribe_native::kink_ok(coarse, kink)) {
+        s = scribe_native::gene_sum(coarse, l0[g], C, N, L, P);
+        on_coarse = scribe_native::peak_ok(coarse, s, L, P);
+      }
     }
-    const scribe_native::GateGrid& q = *grid;
+    if (!on_coarse) s = scribe_native::gene_sum(fine, l0[g], C, N, L, P);
+    const scribe_native::GateGrid& q = on_coarse ? coarse : fine;
     double S = 0, Sl0 = 0, Sloc = 0;
     if (s.lo < q.K) {
       const Index n = s.hi - s.lo + 1;
@@ -234,6 +259,12 @@ stan::promote_args_t<stan::base_type_t<T_l0>, T_loc> zinb_gate_quadrature(
       S += T;
       Sl0 += s.Z * T + E * (dq1 * W[1][k] + dc2 * W[2][k] + dc3 * W[3][k]);
       Sloc += E * (s.c1 * (W[1][k] - W[2][k]) + 2 * s.c2 * (W[2][k] - W[3][k]) + 3 * s.c3 * (W[3][k] - W[4][k]));
+    }
+    if (on_coarse) {  // the kink's h^4 term, coarse_kink x lik''(0) with lik'' = lik (l'' + l'^2), and its partials
+      const double Q = kink.l2 + kink.l1 * kink.l1, T = coarse_kink * std::exp(kink.l0 - s.M);
+      S += T * Q;
+      Sl0 += T * (kink.dl2 + 2 * kink.l1 * kink.dl1 + Q * kink.dl0);
+      Sloc += T * (kink.l3 + 2 * kink.l1 * kink.l2 + Q * kink.l1);
     }
     value += s.M + std::log(S);
     d_l0[g] = Sl0 / S;
