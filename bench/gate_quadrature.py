@@ -45,7 +45,7 @@ from hessian_spectrum import kept_warmup, sampling_csv  # noqa: E402
 import scribe_cli.cache as cache  # noqa: E402
 from scribe_cli.config import ModelConfig, validate  # noqa: E402
 from scribe_cli.data import read_counts, select  # noqa: E402
-from scribe_cli.gate_grid import gate_grid, neg_marginal_logpdf  # noqa: E402
+from scribe_cli.gate_grid import gate_grid, log_gene_integrals, neg_marginal_logpdf  # noqa: E402
 from scribe_cli.plan import integrates_gate  # noqa: E402
 from scribe_cli.render import render  # noqa: E402
 from scribe_cli.standata import stan_data  # noqa: E402
@@ -105,15 +105,20 @@ def chain_draws(directory: str) -> pd.DataFrame:
 
 
 def accuracy(counts, directory: str) -> list[dict]:
-    """Per gene, the grid's log integral minus a 0.005 grid's, at three sampling draws of the kept chain."""
+    """Per gene, the grid's log integral minus a 0.005 grid's, at three sampling draws of a kept chain (a shared p
+    or one per gene): session 24's grids, the shipped fine grid alone, and the shipped two-level rule (the coarse
+    grid where stan/cpp/gate_quadrature.hpp takes it, with its kink correction: gate_grid.log_gene_integrals)."""
     X = sp.csc_matrix(counts.X)
     C = X.shape[0]
     m = np.diff(X.indptr).astype(float)
     o = chain_draws(directory)
     G = m.size
     out = []
-    for row in (20, 50, len(o) - 1):
-        p, loc = o["p"][row], o["gate_loc"][row]
+    shipped = gate_grid(C, 1.0)  # tails on both ends, the kink corrected
+    fine_only = {**shipped, "gate_coarse_nodes": shipped["gate_nodes"]}
+    for row in sorted({min(r, len(o) - 1) for r in (20, 50, len(o) - 1)}):
+        p = o[[f"p.{g}" for g in range(1, G + 1)]].to_numpy()[row] if "p.1" in o else o["p"][row]
+        loc = o["gate_loc"][row]
         log0 = o[[f"r.{g}" for g in range(1, G + 1)]].to_numpy()[row] * np.log1p(-p)
 
         def integral(node, log_w):
@@ -123,11 +128,15 @@ def accuracy(counts, directory: str) -> list[dict]:
             return special.logsumexp(log_w[None, :] + (C - m)[:, None] * e + m[:, None] * b[None, :], axis=1)
 
         ref = integral(*grid(0.005))
-        shipped = gate_grid(C, 1.0)  # tails on both ends, the kink corrected
-        for h, nodes in [(h, grid(h)) for h in (0.2, 0.1, 0.05)] + [("shipped", (shipped["gate_node"], shipped["gate_log_w"]))]:
-            d = integral(*nodes) - ref
-            out.append({"draw": int(row), "h": h, "max_abs_err": float(np.abs(d).max()), "total_err": float(d.sum()),
-                        "worst_gene": int(np.argmax(np.abs(d)) + 1)})
+        rows = [(h, integral(*grid(h)), None) for h in (0.2, 0.1, 0.05)]
+        rows.append(("shipped fine", log_gene_integrals(fine_only, loc, log0, C - m, m)[0], None))
+        rows.append(("shipped two-level", *log_gene_integrals(shipped, loc, log0, C - m, m)))
+        for h, values, on_coarse in rows:
+            d = values - ref
+            out.append({"draw": int(row), "gate_loc": round(float(loc), 3), "h": h,
+                        "max_abs_err": float(np.abs(d).max()), "total_err": float(d.sum()),
+                        "worst_gene": int(np.argmax(np.abs(d)) + 1),
+                        **({"coarse_share": round(float(on_coarse.mean()), 3)} if on_coarse is not None else {})})
     return out
 
 

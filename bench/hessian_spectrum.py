@@ -107,7 +107,9 @@ def kept_warmup(csv: Path) -> int:
     """The warmup iterations saved at the top of a chain's CSVs (its config comments), so a reused chain is cut
     where it was run, whatever --warmup says now."""
     with open(csv) as f:
-        return int(next(line for line in f if line.lstrip("# ").startswith("num_warmup")).split("=")[1])
+        config = {k.strip(): v.split("(")[0].strip() for k, v in
+                  (line.lstrip("# ").split("=", 1) for line in f if line.startswith("#") and "=" in line)}
+    return int(config["num_warmup"]) if config.get("save_warmup", "0") in ("1", "true") else 0
 
 
 def read_chain(out: str):

@@ -22,6 +22,7 @@ MAX_SPACING = 0.1
 STRIDE = 4  # the coarse grid takes every 4th node
 # The coarse grid's kink error grows as (H^2 / tau)^2: at most 0.4 sqrt(tau), where it is ~1e-4 nat on PBMC
 COARSE_MAX_SPACING = 0.4
+KINK_OK = 0.5  # the C++'s kink_ok bound on h^2 (|l''| + l'^2) at d = 0 (stan/cpp/gate_quadrature.hpp)
 
 
 def neg_marginal_logpdf(d: np.ndarray, tau: float = 1.0) -> np.ndarray:
@@ -87,3 +88,43 @@ def gate_grid(cells: int, neg_tau: float) -> dict:
         out.update(gate_coarse_nodes=out["gate_nodes"], gate_coarse_node=node, gate_coarse_log_w=out["gate_log_w"],
                    gate_coarse_kink=0.0)
     return out
+
+
+def loc_scale(genes: int) -> float:
+    """gate_loc's multiplier in the summed program: ~its posterior sd, so that warmup's first 100 iterations, on the
+    unit metric, do not take their step size from it. Every gene's gate informs the centre, so its sd falls as
+    1 / sqrt(G): 0.07 on PBMC's top 1,500 genes (bench/warmup_metric.py), 3 / sqrt(G) here. With it (offset at its
+    prior's mean), those iterations took 3,600 leapfrog steps instead of 9,200-10,400, the warmup 37,000 instead of
+    41,000-44,000 (one chain per seed, seeds 1 and 2). Capped at 1, the prior's own sd."""
+    return float(min(1.0, 3.0 / np.sqrt(max(genes, 1))))
+
+
+def _node_terms(loc: float, node: np.ndarray, log_w: np.ndarray, log0: np.ndarray, Z: np.ndarray, N: np.ndarray):
+    """Per gene and node: the log summand L = log_w + Z log P + N log(1 - s), P = s + (1 - s) f0, and the counts'
+    log likelihood's first two derivatives in d, l' and l''."""
+    f0 = np.exp(log0)[:, None]
+    s = special.expit(loc + node)[None, :]
+    P = s + (1 - s) * f0
+    L = log_w[None, :] + Z[:, None] * np.log(P) + N[:, None] * np.log1p(-s)
+    dP = s * (1 - s) * (1 - f0) / P
+    return L, Z[:, None] * dP - N[:, None] * s, Z[:, None] * (dP * (1 - 2 * s) - dP**2) - N[:, None] * s * (1 - s)
+
+
+def log_gene_integrals(grid: dict, loc: float, log0: np.ndarray, Z: np.ndarray, N: np.ndarray) -> tuple:
+    """numpy's copy of what stan/cpp/gate_quadrature.hpp sums per gene, over every node of the grid its rule chooses
+    (no shortcuts): (log integrals, which genes took the coarse grid). For tests and bench/gate_quadrature.py; the
+    program computes its own."""
+    fine = special.logsumexp(_node_terms(loc, grid["gate_node"], grid["gate_log_w"], log0, Z, N)[0], axis=1)
+    if grid["gate_coarse_nodes"] == grid["gate_nodes"]:
+        return fine, np.zeros(fine.shape, dtype=bool)
+    Lc, l1, l2 = _node_terms(loc, grid["gate_coarse_node"], grid["gate_coarse_log_w"], log0, Z, N)
+    H = grid["gate_coarse_node"][1] - grid["gate_coarse_node"][0]
+    mid = (Lc.shape[1] - 1) // 2
+    Q = l2[:, mid] + l1[:, mid] ** 2  # lik''(0) / lik(0)
+    total = special.logsumexp(Lc, axis=1)
+    coarse = total + np.log1p(grid["gate_coarse_kink"] * Q * np.exp(Lc[:, mid] - grid["gate_coarse_log_w"][mid] - total))
+    # the C++'s kink_ok and peak_ok (the largest node over all nodes here, over the explicit ones there: the same
+    # node unless the largest is in the power series' flat left part, where l'' is ~0 either way)
+    on_coarse = ((H**2 * (np.abs(l2[:, mid]) + l1[:, mid] ** 2) < KINK_OK)
+                 & (np.abs(l2[np.arange(len(Z)), Lc.argmax(axis=1)]) * H**2 < 1))
+    return np.where(on_coarse, coarse, fine), on_coarse

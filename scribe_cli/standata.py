@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from .centring import (dataset_gate_split_data, gate_split_data, index_split, log_mean_scales, prob_hyper_scales,
                        prob_split_data)
 from .config import ModelConfig
-from .gate_grid import gate_grid
+from .gate_grid import gate_grid, loc_scale
 from .plan import (dense_reference, integrates_gate, likelihood_form, scales_dataset_log_mean, scales_log_mean, scales_prob_hyper, shifts_capture,
                    splits_dataset_gate, splits_nonzero_terms)
 
@@ -209,6 +209,7 @@ def stan_data(config: ModelConfig, counts, dense: bool = False, log_lik: bool = 
     data.update(capture_prior_data(config, X, getattr(counts, "library_size", None)))
     if summed:
         data.update(gate_grid(int(C), config.neg_tau))
+        data["gate_loc_scale"] = 1.0 if prior_only else loc_scale(int(G))  # prior draws: plain coordinates (below)
     if config.gate_split:
         data.update(gate_split_data(X, shared_p=not config.gene_specific_p))
     if config.prob_split:

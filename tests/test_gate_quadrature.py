@@ -16,7 +16,7 @@ from scipy import integrate, special, stats
 
 from helpers import small_counts
 from scribe_cli.config import ModelConfig, validate
-from scribe_cli.gate_grid import neg_marginal_logpdf
+from scribe_cli.gate_grid import log_gene_integrals, neg_marginal_logpdf
 from scribe_cli.plan import integrates_gate
 from scribe_cli.render import render
 from scribe_cli.standata import stan_data
@@ -140,24 +140,13 @@ def test_gate_draws_follow_their_conditional(model, counts, tmp_path):
     assert abs(np.mean(np.abs(dev) < 1) - inside) < 4.5 * np.sqrt(inside * (1 - inside) / n)
 
 
-def _every_node(loc, node, log_w, log0, Z, N):
-    """Per gene and node of a grid: L (the log summand), and the counts' log likelihood's first and second
-    derivatives in d, l' and l''."""
-    f0 = np.exp(log0)[:, None]
-    s = special.expit(loc + node)[None, :]
-    P = s + (1 - s) * f0
-    L = log_w[None, :] + Z[:, None] * np.log(P) + N[:, None] * np.log1p(-s)
-    dP = s * (1 - s) * (1 - f0) / P
-    return L, Z[:, None] * dP - N[:, None] * s, Z[:, None] * (dP * (1 - 2 * s) - dP**2) - N[:, None] * s * (1 - s)
-
-
 def test_shortcuts_match_every_node(model):
     """The C++ skips nodes (walks that stop 36 nats down, a power series on the left) and sums a gene on the
     coarse grid (every 4th node) where its conditional is broad: on 1,000 cells with genes of every kind (no zero
     inflation, strong inflation, sparse, all zeros, no zeros) its sum equals numpy's sum over every node of the
     grid that numpy's copy of the rule chooses, at gate centres from -9 to 3 and p from 0.02 to 0.9. With the
     coarse grid replaced by the fine one (as gate_grid passes it where the prior is too narrow), numpy's sum over
-    every fine node."""
+    every fine node. (numpy's copy of the rule: gate_grid.log_gene_integrals.)"""
     rng = np.random.default_rng(8)
     C, G = 1000, 40
     mean = np.exp(rng.uniform(-4, 4, G))
@@ -169,7 +158,6 @@ def test_shortcuts_match_every_node(model):
     data = stan_data(CONFIG, counts)
     one_grid = {**data, "gate_coarse_nodes": data["gate_nodes"], "gate_coarse_node": data["gate_node"],
                 "gate_coarse_log_w": data["gate_log_w"]}
-    H = data["gate_coarse_node"][1] - data["gate_coarse_node"][0]
     Z, N = C - (U > 0).sum(axis=0), (U > 0).sum(axis=0)
     chosen = []
     for p, loc, spread in ((0.5, -5.0, 1.0), (0.9, -9.0, 3.0), (0.02, 3.0, 0.3), (0.3, -1.0, 2.0)):
@@ -177,27 +165,20 @@ def test_shortcuts_match_every_node(model):
         params = {"log_mu": log_mu.tolist(), "p": p, "gate_loc": loc}
         r = np.exp(log_mu) * (1 - p) / p
         log0 = r * np.log1p(-p)
-        fine = special.logsumexp(_every_node(loc, data["gate_node"], data["gate_log_w"], log0, Z, N)[0], axis=1)
-        Lc, l1, l2 = _every_node(loc, data["gate_coarse_node"], data["gate_coarse_log_w"], log0, Z, N)
-        mid = (Lc.shape[1] - 1) // 2
-        Q = l2[:, mid] + l1[:, mid] ** 2  # lik''(0) / lik(0): the kink's correction adds gate_coarse_kink lik''(0)
-        total = special.logsumexp(Lc, axis=1)
-        coarse = total + np.log1p(data["gate_coarse_kink"] * Q
-                                  * np.exp(Lc[:, mid] - data["gate_coarse_log_w"][mid] - total))
-        coarse_ok = ((H**2 * (np.abs(l2[:, mid]) + l1[:, mid] ** 2) < 0.5)
-                     & (np.abs(l2[np.arange(G), Lc.argmax(axis=1)]) * H**2 < 1))
-        chosen.append(coarse_ok.mean())
+        two_level, on_coarse = log_gene_integrals(data, loc, log0, Z, N)
+        fine, _ = log_gene_integrals(one_grid, loc, log0, Z, N)
+        chosen.append(on_coarse.mean())
         nb = stats.nbinom.logpmf(U, r, 1 - p)
         # what a count adds over a zero for the NB itself (log P(u) - log P(0)), and the zeros' log0
         rest = np.sum(np.where(U > 0, nb - log0, 0.0)) + N @ log0
-        for grid_data, gene_sums in ((data, np.where(coarse_ok, coarse, fine)),
-                                     (one_grid, fine)):
+        for grid_data, gene_sums in ((data, two_level), (one_grid, fine)):
             lp = [model.log_prob(params=params, data={**grid_data, "prior_only": k}, sig_figs=18).iloc[0, 0]
                   for k in (0, 1)]
             reference = gene_sums.sum() + rest
             # the shortcuts' error is ~1e-8 nat per gene (the series' relative error) and e^-36 (the walks): 4e-7
             # over 40 genes; the totals (~1e5 nat) summed in another order round at ~1e-8. The two grids differ
-            # by 4e-5 to 3.5e-4 nat over the genes that take the coarse one and up to 2.9 nat on a gene that does
-            # not: every gene on the fine grid fails at three of the four points, and one coarse gene too many fails.
+            # by 2e-6 to 4.6e-5 nat in all over the genes that take the coarse one (2.9e-5 or more at three of the
+            # four points: every gene on the fine grid fails there) and by up to 2.9 nat on a gene that does not
+            # (one coarse gene too many fails).
             assert abs((lp[0] - lp[1]) - reference) < 1e-5, (p, loc, lp[0] - lp[1], reference)
     assert 0.2 < np.mean(chosen) < 0.8  # both grids were exercised
