@@ -301,10 +301,11 @@ def prob_hyper_scales(X: sp.csr_matrix, family: str, name: str = "prob") -> dict
     # The centred genes' own coordinates: they are centred because their counts pin logit p to within se_g, as
     # tight as 0.05 on PBMC's top genes, and Stan's first 100 warmup iterations run on the unit metric, where
     # the tightest coordinate sets the step (zinb --gate-prior neg, PBMC top 1,500: 21,000-22,000 of ~55,000
-    # warmup steps, bench/warmup_metric.py). In units of se_g every coordinate starts near 1.
+    # warmup steps, bench/warmup_metric.py). In units of se_g every coordinate starts near 1. (A multiplier must be
+    # positive: a degenerate fit's se of 0 gets 1e-3, far below any logit p a handful of genes' counts can pin.)
     centred = prob_centred(theta, se, family)
     out[f"{name}_centred_offset"] = theta[centred]
-    out[f"{name}_centred_scale"] = np.minimum(se[centred], 1.0)
+    out[f"{name}_centred_scale"] = np.clip(se[centred], 1e-3, 1.0)
     if family == "gaussian":
         out.update({f"{name}_sigma_raw_offset": 0.0, f"{name}_sigma_raw_scale": 1.0})
     if not ok.any():

@@ -91,11 +91,20 @@ def test_p_genes_are_centred_only_where_the_population_is_wider_than_their_error
     assert not centring.prob_centred(theta, se, "gaussian").any()
 
     true = rng.normal(-0.8, 1.5, 300)
-    theta, se = centring.prob_evidence(_nb_logit_p(rng, 800, mu, true))
+    X = _nb_logit_p(rng, 800, mu, true)
+    theta, se = centring.prob_evidence(X)
     m, sigma = centring.population_scale(theta, se)
     assert abs(sigma - 1.5) < 0.3, sigma
     centred = centring.prob_centred(theta, se, "gaussian")
     assert np.array_equal(centred, se < sigma) and centred.mean() > 0.5
+    # the centred genes' coordinates (plan.scales_prob_hyper): their own estimates and standard errors, in the
+    # order of prob_centred_idx, as the program's offset and multiplier of prob_centred
+    split, hyper = centring.prob_split_data(X, "gaussian"), centring.prob_hyper_scales(X, "gaussian")
+    idx = split["prob_centred_idx"] - 1
+    assert np.array_equal(idx, np.flatnonzero(centred))
+    np.testing.assert_allclose(hyper["prob_centred_offset"], theta[idx])
+    np.testing.assert_allclose(hyper["prob_centred_scale"], np.clip(se[idx], 1e-3, 1.0))
+    assert np.all(hyper["prob_centred_scale"] > 0) and np.abs(theta[idx] - true[idx]).max() < 5 * se[idx].max()
 
     true = np.r_[np.full(290, -0.85), np.full(10, 3.0)]
     theta, se = centring.prob_evidence(_nb_logit_p(rng, 800, mu, true))
