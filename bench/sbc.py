@@ -13,7 +13,8 @@ The report: per parameter group (a Stan variable, all its elements) a chi-square
 element, Bonferroni over the group's elements, then Holm over every group of every configuration of the same
 method; a group is miscalibrated when its adjusted p-value is below 0.01. Rank histograms and ECDF-difference
 plots per group go to docs/validation/sbc_<config>.png; the tables to bench/results/sbc_summary.json, from
-which bench/validation_doc.py writes docs/validation.md (this script calls it).
+which bench/validation_doc.py writes docs/validation.md (this script calls it). With --results elsewhere than the
+default out/sbc (a partial or experimental run) the summary is printed instead, and the repository's files stay.
 
     nice -n 15 .venv/bin/python bench/sbc.py                               # every configuration, 100 replicates
     nice -n 15 .venv/bin/python bench/sbc.py --configs nbdm,zinb_gate_gaussian --replicates 200
@@ -283,15 +284,21 @@ def plot_config(name: str, entry: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def report(results: Path, names: list[str], methods: list[str]) -> dict:
+def report(results: Path, names: list[str], methods: list[str], publish: bool = True) -> dict:
+    """The tables, figures and docs/validation.md from the results; with ``publish`` False (a --results directory
+    other than the default: a partial or experimental run) only the summary, printed, so that it does not replace
+    the repository's record of every configuration."""
     summary = analyse(results, names, methods)
-    for name, entry in summary["configs"].items():
-        plot_config(name, entry, FIGURES / f"sbc_{name}.png")
     slim = json.loads(json.dumps(summary))
     for entry in slim["configs"].values():
         for m in entry["methods"].values():
             for g in m.get("groups", {}).values():
                 g.pop("ranks")
+    if not publish:
+        print(json.dumps(slim["configs"], indent=1))
+        return slim
+    for name, entry in summary["configs"].items():
+        plot_config(name, entry, FIGURES / f"sbc_{name}.png")
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(slim, indent=1) + "\n"))
     import validation_doc
@@ -339,7 +346,7 @@ def main() -> None:
             with open(args.results / "timings.tsv", "a") as fh:
                 fh.write(f"{name}\t{len(todo)}\t{','.join(methods)}\t{time.monotonic() - t:.1f}\t{os.cpu_count()}\n")
     all_names = [n for n in CONFIGS if (args.results / n).is_dir()]
-    summary = report(args.results, all_names, list(METHODS))
+    summary = report(args.results, all_names, list(METHODS), publish=args.results.resolve() == RESULTS.resolve())
     print(json.dumps({m: summary["tests"].get(m) for m in METHODS}))
 
 
