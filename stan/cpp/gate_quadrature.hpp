@@ -155,6 +155,11 @@ inline GeneSum gene_sum(const GateGrid& q, double log0, double C, double N, Eige
   return g;
 }
 
+// l'' of the counts' log likelihood l(x) = Z log P + N log(1 - s) at a node, with u = s (1 - s) and g = (1 - f0) / P
+inline double counts_curvature(double s, double u, double g, double Z, double N) {
+  return Z * (u * (1 - 2 * s) * g - u * u * g * g) - N * u;
+}
+
 // The counts' log likelihood l(x) = Z log P + N log(1 - s) of one gene at the prior's kink (d = 0, x = gate_loc),
 // with P = s + (1 - s) f0, its derivatives in x and the partials in log0 that the kink's correction needs.
 // With u = s (1 - s) and g = (1 - f0) / P: l' = Z u g - N s, l'' = Z (u (1 - 2 s) g - u^2 g^2) - N u, and
@@ -169,7 +174,7 @@ inline KinkTerms kink_terms(const GateGrid& q, double f0, double Z, double N) {
   KinkTerms k;
   k.l0 = Z * std::log(P) + N * std::log1p(-s);
   k.l1 = Z * u * g - N * s;
-  k.l2 = Z * (u * v * g - u * u * g * g) - N * u;
+  k.l2 = counts_curvature(s, u, g, Z, N);
   k.l3 = Z * ((u * v * v - 2 * u * u) * g - 3 * u * u * v * g * g + 2 * u * u * u * g * g * g) - N * u * v;
   const double dg = -f0 / (P * P);  // d g / d log0
   k.dl0 = Z * q.one_m_sig[q.middle] * f0 / P;
@@ -195,8 +200,8 @@ inline bool peak_ok(const GateGrid& q, const GeneSum& g, const Eigen::ArrayXd& L
   Eigen::Index k;
   L.segment(g.lo, g.hi - g.lo + 1).maxCoeff(&k);
   k += g.lo;
-  const double s = q.sig[k], u = s * q.one_m_sig[k], dP = u * (1 - g.f0) / P[k];
-  return std::fabs(g.Z * (dP * (1 - 2 * s) - dP * dP) - g.N * u) * q.h * q.h < 1.0;
+  const double s = q.sig[k];
+  return std::fabs(counts_curvature(s, s * q.one_m_sig[k], (1 - g.f0) / P[k], g.Z, g.N)) * q.h * q.h < 1.0;
 }
 
 }  // namespace scribe_native
@@ -227,12 +232,12 @@ stan::promote_args_t<stan::base_type_t<T_l0>, T_loc> zinb_gate_quadrature(
   ArrayXd L(K), P(K), E(K);  // per-gene buffers, allocated once per call
   for (Index g = 0; g < G; ++g) {
     // the coarse grid where both its errors are small (kink_ok, peak_ok), else the fine one
-    const double f0 = std::exp(l0[g]), N = m.coeff(g);
+    const double N = m.coeff(g);
     scribe_native::KinkTerms kink{};
     bool on_coarse = false;
     scribe_native::GeneSum s;
     if (two_levels) {
-      kink = scribe_native::kink_terms(coarse, f0, C - N, N);
+      kink = scribe_native::kink_terms(coarse, std::exp(l0[g]), C - N, N);
       if (scribe_native::kink_ok(coarse, kink)) {
         s = scribe_native::gene_sum(coarse, l0[g], C, N, L, P);
         on_coarse = scribe_native::peak_ok(coarse, s, L, P);
