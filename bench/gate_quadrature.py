@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import special
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -115,21 +114,18 @@ def accuracy(counts, directory: str) -> list[dict]:
     G = m.size
     out = []
     shipped = gate_grid(C, 1.0)  # tails on both ends, the kink corrected
-    fine_only = {**shipped, "gate_coarse_nodes": shipped["gate_nodes"]}
     for row in sorted({min(r, len(o) - 1) for r in (20, 50, len(o) - 1)}):
         p = o[[f"p.{g}" for g in range(1, G + 1)]].to_numpy()[row] if "p.1" in o else o["p"][row]
         loc = o["gate_loc"][row]
         log0 = o[[f"r.{g}" for g in range(1, G + 1)]].to_numpy()[row] * np.log1p(-p)
 
-        def integral(node, log_w):
-            x = loc + node
-            a, b = -np.logaddexp(0, -x), -np.logaddexp(0, x)
-            e = np.logaddexp(a[None, :], b[None, :] + log0[:, None])
-            return special.logsumexp(log_w[None, :] + (C - m)[:, None] * e + m[:, None] * b[None, :], axis=1)
+        def integral(node, log_w):  # every node of one grid (the shipped rule's fine-only case)
+            one = {"gate_nodes": node.size, "gate_node": node, "gate_log_w": log_w, "gate_coarse_nodes": node.size}
+            return log_gene_integrals(one, loc, log0, C - m, m)[0]
 
         ref = integral(*grid(0.005))
         rows = [(h, integral(*grid(h)), None) for h in (0.2, 0.1, 0.05)]
-        rows.append(("shipped fine", log_gene_integrals(fine_only, loc, log0, C - m, m)[0], None))
+        rows.append(("shipped fine", integral(shipped["gate_node"], shipped["gate_log_w"]), None))
         rows.append(("shipped two-level", *log_gene_integrals(shipped, loc, log0, C - m, m)))
         for h, values, on_coarse in rows:
             d = values - ref
